@@ -1,0 +1,93 @@
+"""``Config``: RecBole's configuration with the plugin's YAML layered in.
+
+Precedence, lowest to highest (RecBole's own order, with the plugin's
+defaults slotted above RecBole's):
+
+1. RecBole's ``properties/`` (overall, model, dataset, quick-start presets)
+2. this repository's ``properties/overall.yaml``,
+   ``properties/model/<Model>.yaml``, ``properties/dataset/<dataset>.yaml``
+3. the user's ``config_file_list``, then ``config_dict``, then ``--key=value``
+
+``data_path`` defaults to the shipped ``dataset/`` folder of this repository
+(from any working directory) unless the user sets one. Checks that RecBole
+would only trip over deep inside training (unknown data set, a tail metric
+without full ranking, ``tail_ratio`` outside (0, 1)) fail here with one
+clear ``UserInputError``.
+"""
+
+import os
+
+from recbole.config import Config as RecBoleConfig
+
+from recbole_lpo.errors import UserInputError
+from recbole_lpo.utils import DATASET_DIR, PROPERTIES_DIR, get_model
+
+
+class Config(RecBoleConfig):
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        for path in config_file_list or []:
+            if not os.path.isfile(path):
+                raise UserInputError(f"config file '{path}' does not exist")
+        try:
+            super().__init__(model, dataset, config_file_list, config_dict)
+        except UserInputError:
+            raise
+        except (KeyError, NotImplementedError, SyntaxError, TypeError, ValueError) as error:
+            # RecBole's own config checks: unknown metric, bad eval_args, ...
+            message = error.args[0] if error.args else repr(error)
+            raise UserInputError(f"invalid configuration: {message}") from error
+        self._check()
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+        if model is None:
+            raise UserInputError("no model given: pass --model=NAME (e.g. --model=LPO4Rec)")
+        if isinstance(model, str):
+            model_class = get_model(model)
+        else:
+            model_class, model = model, model.__name__
+        if dataset is None:
+            dataset = self.external_config_dict.get("dataset")
+        if dataset is None:
+            raise UserInputError("no dataset given: pass --dataset=NAME (e.g. --dataset=amazon-beauty)")
+        return model, model_class, dataset
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        self.internal_config_dict["data_path"] = str(DATASET_DIR)
+        for path in (
+            PROPERTIES_DIR / "overall.yaml",
+            PROPERTIES_DIR / "model" / f"{model}.yaml",
+            PROPERTIES_DIR / "dataset" / f"{dataset}.yaml",
+        ):
+            if path.is_file():
+                loaded = self._update_internal_config_dict(str(path))
+                if path.parent.name == "dataset" and loaded:
+                    self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
+
+    def _check(self):
+        tail_ratio = self.final_config_dict.get("tail_ratio")
+        if not isinstance(tail_ratio, (int, float)) or isinstance(tail_ratio, bool) or not 0 < tail_ratio < 1:
+            raise UserInputError(f"tail_ratio must be a number in (0, 1), got {tail_ratio!r}")
+        from recbole_lpo.evaluation.metrics import check_tail_metric_config
+
+        check_tail_metric_config(self.final_config_dict)
+        check_dataset_exists(self.final_config_dict["data_path"], self.dataset)
+
+
+def check_dataset_exists(data_path, dataset):
+    """Refuse an unknown data set before RecBole offers to download it."""
+    if os.path.isdir(data_path) and any(
+        name.startswith(dataset + ".") for name in os.listdir(data_path)
+    ):
+        return
+    root = os.path.dirname(os.path.normpath(data_path))
+    available = sorted(
+        entry for entry in os.listdir(root) if os.path.isdir(os.path.join(root, entry))
+    ) if os.path.isdir(root) else []
+    listing = ", ".join(available) if available else "none"
+    raise UserInputError(
+        f"dataset '{dataset}' not found: no atomic files in {data_path} "
+        f"(data sets in {root}: {listing})"
+    )

@@ -1,0 +1,64 @@
+"""Check RecBole atomic files before RecBole loads them.
+
+RecBole reports a bad header type or a non-numeric float deep inside pandas
+or its own loader; here each problem becomes one ``UserInputError`` naming
+the file, column and line.
+"""
+
+import os
+
+import pandas as pd
+
+from recbole_lpo.errors import UserInputError
+
+FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
+SUFFIXES = ("inter", "user", "item")
+
+
+def validate_atomic_file(path, separator="\t", seq_separator=" ", columns=None):
+    """Validate one atomic file: ``name:type`` headers, numeric float columns.
+
+    ``columns``: names to check the values of (default: all).
+    """
+    with open(path, "r", encoding="utf-8") as f:
+        header = f.readline().rstrip("\r\n")
+    if not header:
+        raise UserInputError(f"{path}: empty file (expected a 'name:type' header line)")
+    float_columns = []
+    for position, field in enumerate(header.split(separator)):
+        name, sep, ftype = field.partition(":")
+        if not sep or not name:
+            raise UserInputError(
+                f"{path}: header column {position + 1} '{field}' is not 'name:type' "
+                f"(type one of {', '.join(FIELD_TYPES)})")
+        if ftype not in FIELD_TYPES:
+            raise UserInputError(
+                f"{path}: column '{name}' has unknown type '{ftype}' (valid: {', '.join(FIELD_TYPES)})")
+        if ftype.startswith("float") and (columns is None or name in columns):
+            float_columns.append((position, name, ftype))
+    if not float_columns:
+        return
+    frame = pd.read_csv(path, sep=separator, header=0, dtype=str, engine="python" if len(separator) > 1 else "c",
+                        usecols=[p for p, _, _ in float_columns], keep_default_na=False)
+    for (_, name, ftype), column in zip(float_columns, frame.columns):
+        values = frame[column]
+        if ftype == "float_seq":
+            values = values.str.split(seq_separator).explode()
+        values = values[values.str.strip() != ""]
+        bad = pd.to_numeric(values, errors="coerce").isna()
+        if bad.any():
+            row = int(bad.idxmax())
+            raise UserInputError(
+                f"{path}: column '{name}' ({ftype}) has non-numeric value "
+                f"'{values[bad].iloc[0]}' on line {row + 2}")
+
+
+def validate_atomic_files(config):
+    """Validate the data set's atomic files named by ``config``."""
+    data_path, dataset = config["data_path"], config["dataset"]
+    load_col = config["load_col"] or {}
+    for suffix in SUFFIXES:
+        path = os.path.join(data_path, f"{dataset}.{suffix}")
+        if os.path.isfile(path):
+            columns = load_col.get(suffix) if isinstance(load_col, dict) else None
+            validate_atomic_file(path, config["field_separator"], config["seq_separator"], columns)

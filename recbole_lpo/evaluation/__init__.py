@@ -1,0 +1,1 @@
+"""Tail-item metrics and the collector resources they need, for every model."""

@@ -1,0 +1,80 @@
+"""Extra collector resources for the tail metrics, and RecBole's Counter fix.
+
+Added resources (requested through a metric's ``metric_need``):
+
+- ``data.tail_items``: ``[n_items]`` bool mask of the shared tail set;
+- ``data.count_items``: now the training-split counts of the shared split
+  (RecBole's ``item_counter`` misses each user's first item), as a dict;
+- ``rec.tail_topk``: ``[n_users, max_k + 1]``: for each top-k position, 1 if
+  it holds a TAIL positive of that user; last column: the user's number of
+  tail positives (RecBole's ``rec.topk`` layout, restricted to tail items).
+
+``get_data_struct`` moves only tensors to the CPU (RecBole calls ``.cpu()``
+on the Counter too and crashes every popularity metric).
+"""
+
+import copy
+
+import torch
+from recbole.evaluator.collector import Collector
+
+from recbole_lpo.data.head_tail import head_tail_split
+
+_ORIGINAL = {}
+
+
+def data_collect(self, train_data):
+    need_split = any(
+        self.register.need(key) for key in ("data.tail_items", "data.count_items", "rec.tail_topk")
+    )
+    _ORIGINAL["data_collect"](self, train_data)
+    if not need_split:
+        return
+    split = head_tail_split(train_data.dataset, self.config["tail_ratio"])
+    self.tail_mask = split.tail_mask.to(self.device)
+    if self.register.need("data.tail_items"):
+        self.data_struct.set("data.tail_items", split.tail_mask.clone())
+    if self.register.need("data.count_items"):
+        counts = split.item_counts
+        self.data_struct.set("data.count_items", {i: int(c) for i, c in enumerate(counts) if c})
+
+
+def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
+    _ORIGINAL["eval_batch_collect"](self, scores_tensor, interaction, positive_u, positive_i)
+    if not self.register.need("rec.tail_topk"):
+        return
+    n_users, max_k = scores_tensor.shape[0], max(self.topk)
+    _, topk_idx = torch.topk(scores_tensor, max_k, dim=-1)  # [B maxk]
+    positive_u = positive_u.to(topk_idx.device)
+    positive_i = positive_i.to(topk_idx.device)
+    is_tail_pos = self.tail_mask.to(topk_idx.device)[positive_i]  # [P]
+    # a positive (u, i) is a tail hit at position j when topk_idx[u, j] == i
+    match = (topk_idx[positive_u] == positive_i.unsqueeze(1)) & is_tail_pos.unsqueeze(1)  # [P maxk]
+    hits = torch.zeros(n_users, max_k, dtype=torch.int64, device=topk_idx.device)
+    hits.index_add_(0, positive_u, match.long())
+    n_tail_pos = torch.zeros(n_users, dtype=torch.int64, device=topk_idx.device)
+    n_tail_pos.index_add_(0, positive_u, is_tail_pos.long())
+    self.data_struct.update_tensor("rec.tail_topk", torch.cat([hits, n_tail_pos.unsqueeze(1)], dim=1))
+
+
+def get_data_struct(self):
+    for key, value in self.data_struct._data_dict.items():
+        if isinstance(value, torch.Tensor):
+            self.data_struct._data_dict[key] = value.cpu()
+    returned_struct = copy.deepcopy(self.data_struct)
+    for key in ["rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label", "rec.tail_topk"]:
+        if key in self.data_struct:
+            del self.data_struct[key]
+    return returned_struct
+
+
+def install():
+    if _ORIGINAL:
+        return
+    for name, replacement in (
+        ("data_collect", data_collect),
+        ("eval_batch_collect", eval_batch_collect),
+        ("get_data_struct", get_data_struct),
+    ):
+        _ORIGINAL[name] = getattr(Collector, name)
+        setattr(Collector, name, replacement)

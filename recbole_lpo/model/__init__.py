@@ -1,0 +1,1 @@
+"""Plugin models, one file per model: <kind>_recommender/<name.lower()>.py."""

@@ -1,0 +1,1 @@
+"""Sequential models of the plugin."""

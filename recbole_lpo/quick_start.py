@@ -1,0 +1,216 @@
+"""Train and evaluate one model end to end (RecBole's ``run_recbole``, plugin-aware).
+
+RecBole's own ``recbole.quick_start`` imports ray, so it is never imported
+here. ``run_recbole_lpo`` returns RecBole's usual result dict and writes a
+result JSON (see ``write_result``) beside it.
+"""
+
+import datetime
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+from logging import getLogger
+
+import torch
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_logger, init_seed, set_color
+
+from recbole_lpo.config import Config
+from recbole_lpo.data.atomic import validate_atomic_files
+from recbole_lpo.data.head_tail import head_tail_split
+from recbole_lpo.utils import PROJECT_ROOT, get_model, get_trainer
+
+
+def run(model, dataset, config_file_list=None, config_dict=None, saved=True, nproc=1,
+        world_size=-1, ip="localhost", port="5678", group_offset=0):
+    """Single process, or RecBole's multi-process (DDP) launch for ``nproc > 1``."""
+    if nproc == 1 and world_size <= 0:
+        return run_recbole_lpo(model, dataset, config_file_list, config_dict, saved)
+    import torch.multiprocessing as mp
+
+    queue = mp.get_context("spawn").SimpleQueue()
+    config_dict = dict(config_dict or {})
+    config_dict.update({"world_size": world_size if world_size > 0 else nproc, "ip": ip,
+                        "port": port, "nproc": nproc, "offset": group_offset})
+    mp.spawn(_run_process, args=(model, dataset, config_file_list, config_dict, saved, queue),
+             nprocs=nproc, join=True)
+    return None if queue.empty() else queue.get()
+
+
+def _run_process(rank, model, dataset, config_file_list, config_dict, saved, queue):
+    config_dict = dict(config_dict, local_rank=rank)
+    run_recbole_lpo(model, dataset, config_file_list, config_dict, saved, queue=queue)
+
+
+def run_recbole_lpo(model=None, dataset=None, config_file_list=None, config_dict=None,
+                    saved=True, queue=None):
+    """Train ``model`` on ``dataset``, select on validation, test the best checkpoint.
+
+    Returns RecBole's dict (``best_valid_score``, ``valid_score_bigger``,
+    ``best_valid_result``, ``test_result``) plus ``result_file``, the path of
+    the result JSON.
+    """
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
+                    config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+
+    validate_atomic_files(config)
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    split = head_tail_split(train_data.dataset, config["tail_ratio"])
+    logger.info(f"head/tail split: {split.n_head} head, {split.n_tail} tail items "
+                f"(tail_ratio={split.tail_ratio}, tail-set hash {split.tail_hash})")
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.saved_model_file = unused_path(trainer.saved_model_file)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"])
+    test_result = trainer.evaluate(test_data, load_best_model=saved,
+                                   show_progress=config["show_progress"])
+
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    result = {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+    }
+    if config["local_rank"] == 0:
+        ranks = test_ranks(trainer, test_data, split)
+        result["tail_user_share"] = ranks["tail_user_share"]
+        logger.info(f"test users with a tail target: {100 * ranks['tail_user_share']:.2f} %")
+        result["result_file"] = write_result(
+            config, split, result, ranks, trainer.saved_model_file if saved else None)
+        logger.info(f"result written to {result['result_file']}")
+    if not config["single_spec"]:
+        torch.distributed.destroy_process_group()
+    if config["local_rank"] == 0 and queue is not None:
+        queue.put(result)
+    return result
+
+
+@torch.no_grad()
+def test_ranks(trainer, eval_data, split):
+    """Rank (1 = best) of each evaluation target under the trainer's model.
+
+    Uses the trainer's own full-sort scoring (padding and, if configured,
+    history masked exactly as in evaluation); ties count in the item's favour
+    (rank = 1 + number of strictly higher scores).
+    """
+    trainer.model.eval()
+    dataset = eval_data.dataset
+    uid_field, iid_field = dataset.uid_field, dataset.iid_field
+    users, items, ranks = [], [], []
+    for batched_data in eval_data:
+        interaction, scores, positive_u, positive_i = trainer._full_sort_batch_eval(batched_data)
+        positive_u, positive_i = positive_u.to(scores.device), positive_i.to(scores.device)
+        pos_scores = scores[positive_u, positive_i]  # [P]
+        ranks.append(1 + (scores[positive_u] > pos_scores.unsqueeze(1)).sum(dim=1).cpu())
+        users.append(interaction[uid_field].to(scores.device)[positive_u].cpu())
+        items.append(positive_i.cpu())
+    users, items, ranks = torch.cat(users), torch.cat(items), torch.cat(ranks)
+    is_tail = split.tail_mask[items]
+    return {
+        "user": dataset.id2token(uid_field, users.numpy()).tolist(),
+        "item": dataset.id2token(iid_field, items.numpy()).tolist(),
+        "rank": ranks.tolist(),
+        "tail": is_tail.tolist(),
+        "tail_user_share": float(is_tail.float().mean()) if len(is_tail) else 0.0,
+    }
+
+
+def machine_info(config):
+    device = str(config["device"])
+    info = {"host": platform.node(), "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__, "device": device,
+            "torch_threads": torch.get_num_threads()}
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(config["device"])
+    return info
+
+
+def git_commit():
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return str(value)
+
+
+def unused_path(path):
+    """``path`` if free, else ``stem-1.ext``, ``stem-2.ext`` ...: never overwrite."""
+    stem, ext = os.path.splitext(path)
+    candidate, n = path, 0
+    while os.path.exists(candidate):
+        n += 1
+        candidate = f"{stem}-{n}{ext}"
+    return candidate
+
+
+def write_result(config, split, result, ranks, checkpoint):
+    """Write the run's result JSON and return its path.
+
+    Holds the resolved config, seed, git commit, machine and device, the
+    tail-set hash, overall and tail metrics (valid and test), the share of
+    test users with a tail target, and per-user ranks of the test item.
+    """
+    result_dir = config["result_dir"] or "saved"
+    os.makedirs(result_dir, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = unused_path(os.path.join(result_dir, f"{config['model']}-{config['dataset']}-{stamp}.json"))
+    record = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "seed": config["seed"],
+        "git_commit": git_commit(),
+        "machine": machine_info(config),
+        "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+        "tail_ratio": split.tail_ratio,
+        "tail_set_hash": split.tail_hash,
+        "n_head_items": split.n_head,
+        "n_tail_items": split.n_tail,
+        "tail_user_share": ranks["tail_user_share"],
+        "best_valid_score": result["best_valid_score"],
+        "best_valid_result": _jsonable(result["best_valid_result"]),
+        "test_result": _jsonable(result["test_result"]),
+        "checkpoint": checkpoint,
+        "config": _jsonable(config.final_config_dict),
+    }
+    if config["save_per_user_ranks"]:
+        record["per_user"] = {k: ranks[k] for k in ("user", "item", "rank", "tail")}
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(record, f)
+    os.replace(tmp, path)
+    return path
