@@ -20,7 +20,8 @@ import os
 from recbole.config import Config as RecBoleConfig
 
 from recbole_lpo.errors import UserInputError
-from recbole_lpo.utils import DATASET_DIR, PROPERTIES_DIR, get_model
+from recbole_lpo.objective import MODEL_OF_LOSS, backbone_class, objective_settings
+from recbole_lpo.utils import DATASET_DIR, PROPERTIES_DIR, RECBOLE_PROPERTIES_DIR, get_model
 
 
 class Config(RecBoleConfig):
@@ -56,17 +57,32 @@ class Config(RecBoleConfig):
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
         self.internal_config_dict["data_path"] = str(DATASET_DIR)
-        for path in (
-            PROPERTIES_DIR / "overall.yaml",
-            PROPERTIES_DIR / "model" / f"{model}.yaml",
-            PROPERTIES_DIR / "dataset" / f"{dataset}.yaml",
-        ):
+        files = [PROPERTIES_DIR / "overall.yaml"]
+        backbone = backbone_class(model_class)
+        if backbone is not model_class:  # a plugin model: its RecBole backbone's defaults first
+            files.insert(0, RECBOLE_PROPERTIES_DIR / "model" / f"{backbone.__name__}.yaml")
+        loss = self.external_config_dict.get("preference_loss")
+        if getattr(model_class, "preference_loss", None) is None and loss in MODEL_OF_LOSS:
+            # a built-in backbone with a preference loss: that loss's defaults
+            files.append(PROPERTIES_DIR / "model" / f"{MODEL_OF_LOSS[loss]}.yaml")
+        files += [PROPERTIES_DIR / "model" / f"{model}.yaml", PROPERTIES_DIR / "dataset" / f"{dataset}.yaml"]
+        for path in files:
             if path.is_file():
                 loaded = self._update_internal_config_dict(str(path))
                 if path.parent.name == "dataset" and loaded:
                     self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
 
     def _check(self):
+        fixed_loss = getattr(self.model_class, "preference_loss", None)
+        if fixed_loss is not None:
+            asked = self.external_config_dict.get("preference_loss", fixed_loss)
+            if asked != fixed_loss:
+                raise UserInputError(
+                    f"{self.model} always trains with preference_loss {fixed_loss}, got {asked}; "
+                    f"use --model={backbone_class(self.model_class).__name__} --preference_loss={asked}")
+            self.final_config_dict["preference_loss"] = fixed_loss
+        if self.final_config_dict.get("preference_loss") is not None:
+            objective_settings(self, self.final_config_dict["preference_loss"])
         tail_ratio = self.final_config_dict.get("tail_ratio")
         if not isinstance(tail_ratio, (int, float)) or isinstance(tail_ratio, bool) or not 0 < tail_ratio < 1:
             raise UserInputError(f"tail_ratio must be a number in (0, 1), got {tail_ratio!r}")

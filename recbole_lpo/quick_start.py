@@ -7,7 +7,6 @@ result JSON (see ``write_result``) beside it.
 
 import datetime
 import json
-import logging
 import os
 import platform
 import subprocess
@@ -21,6 +20,7 @@ from recbole.utils import init_logger, init_seed, set_color
 from recbole_lpo.config import Config
 from recbole_lpo.data.atomic import validate_atomic_files
 from recbole_lpo.data.head_tail import head_tail_split
+from recbole_lpo.objective import attach_preference_objective, tag_item_tokens
 from recbole_lpo.utils import PROJECT_ROOT, get_model, get_trainer
 
 
@@ -70,10 +70,14 @@ def run_recbole_lpo(model=None, dataset=None, config_file_list=None, config_dict
                 f"(tail_ratio={split.tail_ratio}, tail-set hash {split.tail_hash})")
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = get_model(config["model"])(config, train_data._dataset)
+    if config["preference_loss"] is not None and getattr(model, "preference_objective", None) is None:
+        attach_preference_objective(model, config, train_data._dataset, config["preference_loss"])
+    tag_item_tokens(model, train_data._dataset)
+    model = model.to(config["device"])
     logger.info(model)
 
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"], config)(config, model)
     trainer.saved_model_file = unused_path(trainer.saved_model_file)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"])

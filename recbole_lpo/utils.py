@@ -19,6 +19,7 @@ from recbole_lpo.errors import UserInputError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROPERTIES_DIR = PROJECT_ROOT / "properties"
 DATASET_DIR = PROJECT_ROOT / "dataset"
+RECBOLE_PROPERTIES_DIR = Path(importlib.util.find_spec("recbole").origin).parent / "properties"
 
 _KINDS = (
     "general_recommender",
@@ -75,10 +76,13 @@ def get_model(model_name):
         raise UserInputError(f"unknown model '{model_name}'{hint}") from None
 
 
-def get_trainer(model_type, model_name):
-    """Return ``recbole_lpo.trainer.<Model>Trainer`` if it exists, else RecBole's."""
+def get_trainer(model_type, model_name, config=None):
+    """``recbole_lpo.trainer.<Model>Trainer`` if it exists; else ``PreferenceTrainer``
+    when ``config`` sets a preference loss; else RecBole's trainer for the type."""
     trainer_module = importlib.import_module("recbole_lpo.trainer")
     custom = getattr(trainer_module, model_name + "Trainer", None)
     if custom is not None:
         return custom
+    if config is not None and config["preference_loss"] is not None:
+        return trainer_module.PreferenceTrainer
     return recbole_get_trainer(model_type, model_name)

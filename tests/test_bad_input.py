@@ -66,3 +66,23 @@ def test_missing_dataset_lists_available_ones(workdir, monkeypatch, capsys):
     code, lines, _ = _cli(monkeypatch, capsys, "--model=SASRec", "--dataset=tinny", f"--data_path={workdir}",
                           f"--config_files={TINY_YAML}")
     assert code == 2 and "tiny" in lines[0].split("data sets in")[1]
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--neg_count=0"], "neg_count must be >= 1"),
+        (["--neg_count=48"], "neg_count=48 exceeds the 47 head items available as negatives"),
+        (["--lpo_tau=0"], "lpo_tau must be > 0"),
+        (["--lpo_lambda=-1"], "lpo_lambda must be >= 0"),
+        (["--neg_sampler=softmax"], "unknown neg_sampler 'softmax'; valid: gumbel, topk, uniform"),
+        (["--tail_ratio=0.01"], "gives 0 tail and 60 head items"),
+        (["--preference_loss=dpo"], "LPO4Rec always trains with preference_loss lpo"),
+    ],
+)
+def test_lpo4rec_hyper_parameters(args, needle, workdir, monkeypatch, capsys):
+    code, lines, err = _cli(monkeypatch, capsys, "--model=LPO4Rec", "--dataset=tiny", f"--data_path={FIXTURES}",
+                            f"--config_files={TINY_YAML}", *args)
+    assert code == 2
+    assert len(lines) == 1 and needle in lines[0], err
+    assert "Traceback" not in err

@@ -1,0 +1,138 @@
+"""LPO4Rec: the objective inside the model, against SASRec and by hand."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_seed
+
+from recbole_lpo.config import Config
+from recbole_lpo.data.head_tail import head_tail_split
+from recbole_lpo.utils import get_model
+
+from conftest import TINY_YAML
+
+
+def _setup(model_name, tiny_config, **overrides):
+    config = Config(model_name, "tiny", [TINY_YAML], tiny_config(**overrides))
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(model_name)(config, train_data.dataset)
+    return config, model, train_data
+
+
+def _train_losses(model, train_data, steps=8):
+    """Losses of the first `steps` Adam steps, batch for batch."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    losses = []
+    for step, batch in enumerate(train_data):
+        if step == steps:
+            break
+        optimizer.zero_grad()
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_lambda_zero_without_reweighting_is_sasrec(workdir, tiny_config):
+    _, sasrec, data = _setup("SASRec", tiny_config)
+    expected = _train_losses(sasrec, data)
+    _, lpo, data = _setup("LPO4Rec", tiny_config, lpo_lambda=0.0, reweight=False)
+    assert _train_losses(lpo, data) == pytest.approx(expected, abs=1e-6)
+    assert len(expected) == 8
+
+
+def test_sampler_does_not_shift_the_model_random_stream(workdir, tiny_config):
+    _, sasrec, data = _setup("SASRec", tiny_config)
+    batch = next(iter(data))
+    sasrec.train()
+    sasrec_loss = sasrec.calculate_loss(batch)
+    state_after_sasrec = torch.get_rng_state()
+    _, lpo, data = _setup("LPO4Rec", tiny_config, reweight=False)
+    batch = next(iter(data))
+    lpo.train()
+    lpo.calculate_loss(batch)
+    assert torch.equal(torch.get_rng_state(), state_after_sasrec)
+    # the CE part of LPO4Rec's loss is SASRec's loss (same dropout masks)
+    assert lpo.preference_objective.stats["loss/ce"] == pytest.approx(sasrec_loss.item(), abs=1e-6)
+
+
+def test_objective_matches_hand_computation(workdir, tiny_config):
+    """Deterministic top-K negatives, so the whole loss can be recomputed here."""
+    config, model, data = _setup("LPO4Rec", tiny_config, neg_sampler="topk", neg_count=3,
+                                 lpo_lambda=0.7, lpo_tau=0.5, alpha_tail=2.0, alpha_head=0.5)
+    split = head_tail_split(data.dataset)
+    objective = model.preference_objective
+    assert torch.equal(objective.candidate_mask, split.head_mask)  # negatives: head items only
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, split.tail_mask.numel(), generator=gen, dtype=torch.float64, requires_grad=True)
+    tail_items = split.tail_mask.nonzero().squeeze(1)
+    head_items = split.head_mask.nonzero().squeeze(1)
+    targets = torch.cat([tail_items[:2], head_items[:4]])
+    loss = objective(logits, targets)
+
+    expected = 0.0
+    alpha = [2.0, 2.0, 0.5, 0.5, 0.5, 0.5]
+    norm = sum(math.exp(a) for a in alpha)
+    for i in range(6):
+        z = logits[i].detach()
+        ce = torch.logsumexp(z, 0).item() - z[targets[i]].item()
+        head_scores = {int(j): z[j].item() for j in head_items if int(j) != int(targets[i])}
+        negs = sorted(head_scores, key=head_scores.get, reverse=True)[:3]
+        terms = [z[targets[i]].item() / 0.5] + [head_scores[j] / 0.5 for j in negs]
+        lpo = math.log(sum(math.exp(t) for t in terms)) - terms[0]
+        expected += math.exp(alpha[i]) / norm * (ce + 0.7 * lpo)
+    assert loss.item() == pytest.approx(expected, abs=1e-9)
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_negatives_are_head_items_during_training(workdir, tiny_config, monkeypatch):
+    config, model, data = _setup("LPO4Rec", tiny_config)
+    split = head_tail_split(data.dataset)
+    import recbole_lpo.objective as objective_module
+
+    drawn = []
+    original = objective_module.sample_negatives
+
+    def spy(*args, **kwargs):
+        negatives = original(*args, **kwargs)
+        drawn.append((negatives, args[3]))
+        return negatives
+
+    monkeypatch.setattr(objective_module, "sample_negatives", spy)
+    _train_losses(model, data, steps=4)
+    assert len(drawn) == 4
+    for negatives, positives in drawn:
+        assert split.head_mask[negatives].all()
+        assert not (negatives == positives.unsqueeze(1)).any()
+        assert negatives.shape[1] == config["neg_count"]
+        assert all(len(set(row.tolist())) == config["neg_count"] for row in negatives)
+
+
+def test_sampler_stream_is_seeded_from_config(workdir, tiny_config):
+    logits = torch.randn(4, 61)
+    targets = torch.tensor([1, 2, 3, 4])
+    draws = []
+    for seed in (11, 11, 12):
+        _, model, _ = _setup("LPO4Rec", tiny_config, sampler_seed=seed)
+        objective = model.preference_objective
+        gen = objective._generator(logits.device)
+        draws.append(torch.rand(3, generator=gen))
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+
+
+def test_preference_loss_with_lpo_on_sasrec_equals_lpo4rec(workdir, tiny_config):
+    _, lpo, data = _setup("LPO4Rec", tiny_config)
+    expected = _train_losses(lpo, data)
+    from recbole_lpo.objective import attach_preference_objective
+
+    config, sasrec, data = _setup("SASRec", tiny_config, preference_loss="lpo")
+    attach_preference_objective(sasrec, config, data.dataset, config["preference_loss"])
+    assert _train_losses(sasrec, data) == pytest.approx(expected, abs=1e-6)
