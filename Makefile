@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 # CPU build of torch from the local wheel cache; set TORCH_SPEC=torch to take pip's default (CUDA) build
 TORCH_SPEC ?= torch==2.13.0
-RUN_ARGS ?= --model=SASRec --dataset=amazon-beauty
+RUN_ARGS ?= --model=LPO4Rec --dataset=amazon-beauty
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.recbole_lpo-installed
 

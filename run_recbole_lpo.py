@@ -12,7 +12,7 @@ import sys
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", "-m", type=str, default="SASRec", help="model name (plugin or RecBole)")
+    parser.add_argument("--model", "-m", type=str, default="LPO4Rec", help="model name (plugin or RecBole)")
     parser.add_argument("--dataset", "-d", type=str, default="amazon-beauty", help="data set name")
     parser.add_argument("--config_files", type=str, default=None, help="config files, space separated")
     parser.add_argument("--nproc", type=int, default=1, help="number of processes (DDP)")

@@ -86,12 +86,18 @@ def run_recbole_lpo(model=None, dataset=None, config_file_list=None, config_dict
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
+    epochs_trained = len(trainer.train_loss_dict)
     result = {
+        "epochs_trained": epochs_trained,
+        # early stopping counts evaluations since the best one
+        "best_epoch": epochs_trained - 1 - trainer.cur_step * max(config["eval_step"], 1),
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
         "test_result": test_result,
     }
+    if getattr(trainer, "preference_history", None):
+        result["preference_history"] = trainer.preference_history
     if config["local_rank"] == 0:
         ranks = test_ranks(trainer, test_data, split)
         result["tail_user_share"] = ranks["tail_user_share"]
@@ -205,10 +211,13 @@ def write_result(config, split, result, ranks, checkpoint):
         "n_head_items": split.n_head,
         "n_tail_items": split.n_tail,
         "tail_user_share": ranks["tail_user_share"],
+        "epochs_trained": result["epochs_trained"],
+        "best_epoch": result["best_epoch"],
         "best_valid_score": result["best_valid_score"],
         "best_valid_result": _jsonable(result["best_valid_result"]),
         "test_result": _jsonable(result["test_result"]),
         "checkpoint": checkpoint,
+        "preference_history": _jsonable(result.get("preference_history", {})),
         "config": _jsonable(config.final_config_dict),
     }
     if config["save_per_user_ranks"]:
