@@ -77,8 +77,13 @@ def _candidate_view(
     return scores.index_select(1, cand_idx), cand_idx, rows, cols  # index_select copies: [B C]
 
 
-def _to_items(picked: torch.Tensor, cand_idx: Optional[torch.Tensor]) -> torch.Tensor:
-    return picked if cand_idx is None else cand_idx[picked]  # [B K]
+def _top_k_items(
+    keys: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, k: int, cand_idx: Optional[torch.Tensor]
+) -> torch.LongTensor:
+    """Item ids of the K largest keys per row, the positives' cells excluded."""
+    keys[rows, cols] = float("-inf")
+    picked = keys.topk(k, dim=1).indices  # [B K]
+    return picked if cand_idx is None else cand_idx[picked]
 
 
 def gumbel_topk_negatives(
@@ -107,8 +112,7 @@ def gumbel_topk_negatives(
     noise.neg_().log1p_()  # -E
     buf.sub_(noise.neg_().log_())  # s - log E = s + Gumbel(0, 1)
     # Mask after adding noise so the positive is -inf whatever the noise.
-    buf[rows, cols] = float("-inf")
-    return _to_items(buf.topk(k, dim=1).indices, cand_idx)  # [B K]
+    return _top_k_items(buf, rows, cols, k, cand_idx)  # [B K]
 
 
 def topk_negatives(
@@ -121,8 +125,7 @@ def topk_negatives(
     """The K highest-scoring candidates per row, positive excluded (ablation; deterministic)."""
     _check_args(scores, candidates, positives, k)
     buf, cand_idx, rows, cols = _candidate_view(scores, candidates, positives)  # [B C]
-    buf[rows, cols] = float("-inf")
-    return _to_items(buf.topk(k, dim=1).indices, cand_idx)  # [B K]
+    return _top_k_items(buf, rows, cols, k, cand_idx)  # [B K]
 
 
 def uniform_negatives(
@@ -141,8 +144,7 @@ def uniform_negatives(
     cand_idx = candidates.nonzero().squeeze(1)  # [C]
     keys = torch.rand(scores.shape[0], cand_idx.numel(), generator=generator, device=scores.device)  # [B C]
     rows, cols = _positive_cells(candidates, cand_idx, positives)
-    keys[rows, cols] = -1.0  # below every key in [0, 1)
-    return cand_idx[keys.topk(k, dim=1).indices]  # [B K]
+    return _top_k_items(keys, rows, cols, k, cand_idx)  # [B K]
 
 
 NEGATIVE_SAMPLERS = {

@@ -37,3 +37,39 @@ def tiny_config(workdir):
         return config
 
     return make
+
+
+def build_model(model_name, config_dict, dataset="tiny"):
+    """Config, model (preference objective attached if configured) and data loaders,
+    seeded exactly as ``run_recbole_lpo`` seeds them."""
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_lpo.config import Config
+    from recbole_lpo.objective import attach_preference_objective
+    from recbole_lpo.utils import get_model
+
+    config = Config(model_name, dataset, [TINY_YAML], config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(model_name)(config, train_data.dataset)
+    if config["preference_loss"] is not None and getattr(model, "preference_objective", None) is None:
+        attach_preference_objective(model, config, train_data.dataset, config["preference_loss"])
+    return config, model, train_data, valid_data
+
+
+def train_losses(model, train_data, steps=6):
+    """Losses of the first ``steps`` Adam steps, batch for batch."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    losses = []
+    for step, batch in enumerate(train_data):
+        if step == steps:
+            break
+        optimizer.zero_grad()
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses

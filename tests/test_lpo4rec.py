@@ -4,47 +4,21 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
-from recbole.data import create_dataset, data_preparation
-from recbole.utils import init_seed
-
-from recbole_lpo.config import Config
 from recbole_lpo.data.head_tail import head_tail_split
-from recbole_lpo.utils import get_model
 
-from conftest import TINY_YAML
+from conftest import build_model, train_losses
 
 
 def _setup(model_name, tiny_config, **overrides):
-    config = Config(model_name, "tiny", [TINY_YAML], tiny_config(**overrides))
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(model_name)(config, train_data.dataset)
+    config, model, train_data, _ = build_model(model_name, tiny_config(**overrides))
     return config, model, train_data
-
-
-def _train_losses(model, train_data, steps=8):
-    """Losses of the first `steps` Adam steps, batch for batch."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model.train()
-    losses = []
-    for step, batch in enumerate(train_data):
-        if step == steps:
-            break
-        optimizer.zero_grad()
-        loss = model.calculate_loss(batch)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
 
 
 def test_lambda_zero_without_reweighting_is_sasrec(workdir, tiny_config):
     _, sasrec, data = _setup("SASRec", tiny_config)
-    expected = _train_losses(sasrec, data)
+    expected = train_losses(sasrec, data, steps=8)
     _, lpo, data = _setup("LPO4Rec", tiny_config, lpo_lambda=0.0, reweight=False)
-    assert _train_losses(lpo, data) == pytest.approx(expected, abs=1e-6)
+    assert train_losses(lpo, data, steps=8) == pytest.approx(expected, abs=1e-6)
     assert len(expected) == 8
 
 
@@ -107,7 +81,7 @@ def test_negatives_are_head_items_during_training(workdir, tiny_config, monkeypa
         return negatives
 
     monkeypatch.setattr(objective_module, "sample_negatives", spy)
-    _train_losses(model, data, steps=4)
+    train_losses(model, data, steps=4)
     assert len(drawn) == 4
     for negatives, positives in drawn:
         assert split.head_mask[negatives].all()
@@ -130,9 +104,6 @@ def test_sampler_stream_is_seeded_from_config(workdir, tiny_config):
 
 def test_preference_loss_with_lpo_on_sasrec_equals_lpo4rec(workdir, tiny_config):
     _, lpo, data = _setup("LPO4Rec", tiny_config)
-    expected = _train_losses(lpo, data)
-    from recbole_lpo.objective import attach_preference_objective
-
-    config, sasrec, data = _setup("SASRec", tiny_config, preference_loss="lpo")
-    attach_preference_objective(sasrec, config, data.dataset, config["preference_loss"])
-    assert _train_losses(sasrec, data) == pytest.approx(expected, abs=1e-6)
+    expected = train_losses(lpo, data, steps=8)
+    _, sasrec, data = _setup("SASRec", tiny_config, preference_loss="lpo")
+    assert train_losses(sasrec, data, steps=8) == pytest.approx(expected, abs=1e-6)

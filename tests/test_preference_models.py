@@ -7,13 +7,11 @@ import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
-from recbole_lpo.config import Config
 from recbole_lpo.errors import UserInputError
-from recbole_lpo.objective import attach_preference_objective
 from recbole_lpo.quick_start import run_recbole_lpo
 from recbole_lpo.utils import get_model, get_trainer
 
-from conftest import FIXTURES, TINY_YAML
+from conftest import FIXTURES, TINY_YAML, build_model, train_losses
 
 
 def _reference(tiny_config, **overrides):
@@ -26,29 +24,7 @@ def _reference(tiny_config, **overrides):
 
 
 def _build(model_name, tiny_config, **overrides):
-    config = Config(model_name, "tiny", [TINY_YAML], tiny_config(**overrides))
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(model_name)(config, train_data.dataset)
-    if config["preference_loss"] is not None and getattr(model, "preference_objective", None) is None:
-        attach_preference_objective(model, config, train_data.dataset, config["preference_loss"])
-    return config, model, train_data, valid_data
-
-
-def _losses(model, data, steps=6):
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model.train()
-    out = []
-    for step, batch in enumerate(data):
-        if step == steps:
-            break
-        optimizer.zero_grad()
-        loss = model.calculate_loss(batch)
-        loss.backward()
-        optimizer.step()
-        out.append(loss.item())
-    return out
+    return build_model(model_name, tiny_config(**overrides))
 
 
 @pytest.mark.parametrize(
@@ -120,21 +96,21 @@ def test_builtin_models_unchanged_without_preference_loss(workdir, tiny_config):
 
     config, ours, data, _ = _build("GRU4Rec", tiny_config)
     assert config["preference_loss"] is None and isinstance(ours.loss_fct, torch.nn.CrossEntropyLoss)
-    expected = _losses(ours, data)
+    expected = train_losses(ours, data)
     recbole_config = RecBoleConfig("GRU4Rec", "tiny", [TINY_YAML], tiny_config())
     init_seed(recbole_config["seed"], recbole_config["reproducibility"])
     data = data_preparation(recbole_config, create_dataset(recbole_config))[0]
     init_seed(recbole_config["seed"], recbole_config["reproducibility"])
     theirs = get_model("GRU4Rec")(recbole_config, data.dataset)
-    assert _losses(theirs, data) == pytest.approx(expected, abs=1e-7)
+    assert train_losses(theirs, data) == pytest.approx(expected, abs=1e-7)
 
 
 def test_caser_keeps_its_regularisation(workdir, tiny_config):
     _, plain, data, _ = _build("Caser", tiny_config, reg_weight=0.5)
-    expected = _losses(plain, data)
+    expected = train_losses(plain, data)
     _, aligned, data, _ = _build("Caser", tiny_config, reg_weight=0.5, preference_loss="lpo", lpo_lambda=0.0,
                              reweight=False)
-    assert _losses(aligned, data) == pytest.approx(expected, abs=1e-6)
+    assert train_losses(aligned, data) == pytest.approx(expected, abs=1e-6)
 
 
 def test_two_step_recipe_from_the_cli(workdir):
