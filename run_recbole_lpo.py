@@ -2,6 +2,9 @@
 
     python run_recbole_lpo.py --model=LPO4Rec --dataset=amazon-beauty
     python run_recbole_lpo.py -m SASRec -d amazon-beauty --epochs=5 --lpo_lambda=0.3
+    python run_recbole_lpo.py -m LPO4Rec -d amazon-beauty --resume saved/LPO4Rec-<time>.pth
+
+Exit status: 0 done, 2 bad input (one ``error:`` line), 3 training diverged (NaN/inf loss).
 
 Any other ``--key=value`` is a RecBole/plugin config override.
 """
@@ -21,20 +24,25 @@ def main(argv=None):
     parser.add_argument("--world_size", type=int, default=-1, help="total processes over all nodes (DDP)")
     parser.add_argument("--group_offset", type=int, default=0, help="rank offset of this node (DDP)")
     parser.add_argument("--no_save", action="store_true", help="do not save the best checkpoint")
+    parser.add_argument("--resume", type=str, default=None,
+                        help="continue an interrupted run from its checkpoint (same model and config)")
     args, _ = parser.parse_known_args(argv)
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
 
-    from recbole_lpo.errors import UserInputError
+    from recbole_lpo.errors import TrainingDiverged, UserInputError
 
     try:
         from recbole_lpo.quick_start import run
 
         run(args.model, args.dataset, config_file_list=config_file_list, saved=not args.no_save,
             nproc=args.nproc, world_size=args.world_size, ip=args.ip, port=args.port,
-            group_offset=args.group_offset)
+            group_offset=args.group_offset, resume=args.resume)
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -26,6 +26,10 @@ function; nothing here changes RecBole's results.
 6. The collector calls ``.cpu()`` on every collected resource, including the
    ``Counter`` behind ``data.count_items``: popularity metrics crash. Fixed in
    ``recbole_lpo.evaluation.collector`` (which also adds the tail resources).
+7. RecBole's multi-process (DDP) path hard-codes the nccl backend and CUDA
+   device ids, so it cannot run on CPUs: ``recbole_lpo.config.Config`` picks
+   gloo on CPU (``ddp_backend``), and the trainer wraps CPU models without
+   ``device_ids`` (``_ddp_aware_trainer_init`` below).
 """
 
 import builtins
@@ -78,6 +82,19 @@ def _torch_with_trusted_load():
     return proxy
 
 
+def _ddp_aware_trainer_init(self, config, model):
+    """``AbstractTrainer.__init__`` that also accepts CPU models under DDP (item 7)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    self.config = config
+    self.model = model
+    if not config["single_spec"]:
+        self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        on_cuda = config["device"].type == "cuda"
+        self.distributed_model = DistributedDataParallel(
+            self.model, device_ids=[config["local_rank"]] if on_cuda else None)
+
+
 def trusted_load(path, map_location="cpu"):
     """Load a RecBole checkpoint written by this plugin or RecBole (item 2)."""
     return _torch_with_trusted_load().load(path, map_location=map_location)
@@ -111,5 +128,6 @@ def apply():
 
     configurator.Config.compatibility_settings = _safe_compatibility_settings
     trainer_module.torch = _torch_with_trusted_load()
+    trainer_module.AbstractTrainer.__init__ = _ddp_aware_trainer_init
     disable_sine_anomaly_detection()
     _APPLIED = True

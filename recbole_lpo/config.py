@@ -72,6 +72,33 @@ class Config(RecBoleConfig):
                 if path.parent.name == "dataset" and loaded:
                     self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
 
+    def _init_device(self):
+        """RecBole's device set-up; under DDP, gloo on CPU instead of a hard-coded nccl."""
+        if "local_rank" not in self.final_config_dict:
+            return super()._init_device()
+        import torch
+        import torch.distributed as dist
+
+        final = self.final_config_dict
+        gpu_id = final["gpu_id"]
+        final["gpu_id"] = ",".join(map(str, gpu_id)) if isinstance(gpu_id, tuple) else str(gpu_id)
+        os.environ["CUDA_VISIBLE_DEVICES"] = final["gpu_id"]
+        use_cuda = bool(final["gpu_id"]) and final["use_gpu"] and torch.cuda.is_available()
+        backend = final.get("ddp_backend") or ("nccl" if use_cuda else "gloo")
+        if use_cuda and len(final["gpu_id"].split(",")) < final["nproc"]:
+            raise UserInputError(f"nproc={final['nproc']} processes but only gpu_id={final['gpu_id']!r} GPUs")
+        dist.init_process_group(
+            backend=backend, rank=final["local_rank"] + final["offset"], world_size=final["world_size"],
+            init_method=f"tcp://{final['ip']}:{final['port']}")
+        final["device"] = torch.device("cuda", final["local_rank"]) if use_cuda else torch.device("cpu")
+        final["single_spec"] = False
+        if use_cuda:
+            torch.cuda.set_device(final["local_rank"])
+        if final["local_rank"] != 0:
+            final["state"] = "error"
+            final["show_progress"] = False
+            final["verbose"] = False
+
     def _check(self):
         fixed_loss = getattr(self.model_class, "preference_loss", None)
         if fixed_loss is not None:

@@ -8,3 +8,7 @@ exits with status 2 instead of a traceback. Bugs stay ordinary exceptions.
 
 class UserInputError(ValueError):
     """Bad input: a wrong name, value, file or combination of settings."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite (names the epoch and batch)."""

@@ -137,6 +137,7 @@ class PreferenceObjective(nn.Module):
         seed = config["sampler_seed"]
         self.sampler_seed = (config["seed"] if seed is None else seed) + config["local_rank"]
         self.generator = None  # created on first use, on the logits' device
+        self._pending_generator_state = None
 
         if loss_type in NEEDS_REFERENCE and reference is None:
             raise UserInputError(f"preference_loss '{loss_type}' needs a reference model (ref_model_path)")
@@ -170,7 +171,15 @@ class PreferenceObjective(nn.Module):
     def _generator(self, device):
         if self.generator is None or self.generator.device != device:
             self.generator = torch.Generator(device=device).manual_seed(self.sampler_seed)
+            if self._pending_generator_state is not None:  # restored from a checkpoint
+                self.generator.set_state(self._pending_generator_state)
+                self._pending_generator_state = None
         return self.generator
+
+    def restore_generator(self, state):
+        """Continue the sampler's stream from a checkpoint's state."""
+        self.generator = None
+        self._pending_generator_state = state
 
     def forward(self, logits, pos_items):
         weights = self.sample_weights(pos_items, logits.dtype)  # [B]

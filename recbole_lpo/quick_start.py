@@ -25,29 +25,33 @@ from recbole_lpo.utils import PROJECT_ROOT, get_model, get_trainer
 
 
 def run(model, dataset, config_file_list=None, config_dict=None, saved=True, nproc=1,
-        world_size=-1, ip="localhost", port="5678", group_offset=0):
+        world_size=-1, ip="localhost", port="5678", group_offset=0, resume=None):
     """Single process, or RecBole's multi-process (DDP) launch for ``nproc > 1``."""
     if nproc == 1 and world_size <= 0:
-        return run_recbole_lpo(model, dataset, config_file_list, config_dict, saved)
+        return run_recbole_lpo(model, dataset, config_file_list, config_dict, saved, resume=resume)
     import torch.multiprocessing as mp
 
     queue = mp.get_context("spawn").SimpleQueue()
     config_dict = dict(config_dict or {})
     config_dict.update({"world_size": world_size if world_size > 0 else nproc, "ip": ip,
                         "port": port, "nproc": nproc, "offset": group_offset})
-    mp.spawn(_run_process, args=(model, dataset, config_file_list, config_dict, saved, queue),
+    mp.spawn(_run_process, args=(model, dataset, config_file_list, config_dict, saved, queue, resume),
              nprocs=nproc, join=True)
     return None if queue.empty() else queue.get()
 
 
-def _run_process(rank, model, dataset, config_file_list, config_dict, saved, queue):
+def _run_process(rank, model, dataset, config_file_list, config_dict, saved, queue, resume):
     config_dict = dict(config_dict, local_rank=rank)
-    run_recbole_lpo(model, dataset, config_file_list, config_dict, saved, queue=queue)
+    run_recbole_lpo(model, dataset, config_file_list, config_dict, saved, queue=queue, resume=resume)
 
 
 def run_recbole_lpo(model=None, dataset=None, config_file_list=None, config_dict=None,
-                    saved=True, queue=None):
+                    saved=True, queue=None, resume=None):
     """Train ``model`` on ``dataset``, select on validation, test the best checkpoint.
+
+    ``resume``: a checkpoint of an interrupted run of the same model and
+    config; training continues from it (random streams included) and keeps
+    writing that checkpoint.
 
     Returns RecBole's dict (``best_valid_score``, ``valid_score_bigger``,
     ``best_valid_result``, ``test_result``) plus ``result_file``, the path of
@@ -78,7 +82,11 @@ def run_recbole_lpo(model=None, dataset=None, config_file_list=None, config_dict
     logger.info(model)
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"], config)(config, model)
-    trainer.saved_model_file = unused_path(trainer.saved_model_file)
+    if resume:
+        trainer.resume_checkpoint(resume)
+        logger.info(f"resumed from {resume} at epoch {trainer.start_epoch}")
+    else:
+        trainer.saved_model_file = unused_path(trainer.saved_model_file)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"])
     test_result = trainer.evaluate(test_data, load_best_model=saved,
@@ -86,7 +94,7 @@ def run_recbole_lpo(model=None, dataset=None, config_file_list=None, config_dict
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
-    epochs_trained = len(trainer.train_loss_dict)
+    epochs_trained = max(trainer.train_loss_dict, default=-1) + 1  # counts resumed epochs too
     result = {
         "epochs_trained": epochs_trained,
         # early stopping counts evaluations since the best one
@@ -98,8 +106,8 @@ def run_recbole_lpo(model=None, dataset=None, config_file_list=None, config_dict
     }
     if getattr(trainer, "preference_history", None):
         result["preference_history"] = trainer.preference_history
+    ranks = test_ranks(trainer, test_data, split)  # every process: each holds a shard of users
     if config["local_rank"] == 0:
-        ranks = test_ranks(trainer, test_data, split)
         result["tail_user_share"] = ranks["tail_user_share"]
         logger.info(f"test users with a tail target: {100 * ranks['tail_user_share']:.2f} %")
         result["result_file"] = write_result(
@@ -132,6 +140,8 @@ def test_ranks(trainer, eval_data, split):
         users.append(interaction[uid_field].to(scores.device)[positive_u].cpu())
         items.append(positive_i.cpu())
     users, items, ranks = torch.cat(users), torch.cat(items), torch.cat(ranks)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        users, items, ranks = _gather_unique_rows(users, items, ranks)
     is_tail = split.tail_mask[items]
     return {
         "user": dataset.id2token(uid_field, users.numpy()).tolist(),
@@ -140,6 +150,20 @@ def test_ranks(trainer, eval_data, split):
         "tail": is_tail.tolist(),
         "tail_user_share": float(is_tail.float().mean()) if len(is_tail) else 0.0,
     }
+
+
+def _gather_unique_rows(users, items, ranks):
+    """All processes' (user, item, rank) rows, without the distributed sampler's padding repeats."""
+    gathered = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, (users, items, ranks))
+    seen, rows = set(), []
+    for part in gathered:
+        for user, item, rank in zip(*(t.tolist() for t in part)):
+            if (user, item) not in seen:
+                seen.add((user, item))
+                rows.append((user, item, rank))
+    rows.sort()
+    return tuple(torch.tensor(column) for column in zip(*rows))
 
 
 def machine_info(config):

@@ -1,15 +1,134 @@
-"""Custom trainers, looked up as ``<Model>Trainer`` by ``recbole_lpo.utils.get_trainer``.
+"""Trainers, looked up by ``recbole_lpo.utils.get_trainer``.
 
-Models without one use ``PreferenceTrainer`` when they train with a
-preference loss, else RecBole's trainer for their type.
+``Trainer`` is RecBole's trainer made safe to leave running:
+
+- checkpoints are written atomically (temporary file, then rename), so a
+  kill never leaves a half-written best model;
+- each checkpoint also holds every random state training uses (torch, numpy,
+  random, CUDA, the training loader's shuffling generator and the negative
+  sampler's generator), so ``resume_checkpoint`` continues exactly where
+  the uninterrupted run would have been;
+- a NaN or infinite loss stops training with ``TrainingDiverged`` naming the
+  epoch and batch; the best checkpoint on disk is left as it was.
+
+``PreferenceTrainer`` adds the per-epoch preference diagnostics. Models
+without a custom ``<Model>Trainer`` here use ``PreferenceTrainer`` when they
+train with a preference loss and ``Trainer`` when RecBole would use its base
+trainer; RecBole's special trainers (KG, pretraining, ...) are used as they are.
 """
 
-from recbole.trainer import Trainer
+import os
+import random
+
+import numpy as np
+import torch
+from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
+
+from recbole_lpo.errors import TrainingDiverged, UserInputError
+
+
+def capture_rng_state(train_data=None, model=None):
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if train_data is not None and getattr(train_data, "generator", None) is not None:
+        state["train_loader"] = train_data.generator.get_state()
+    objective = getattr(model, "preference_objective", None)
+    if objective is not None and objective.generator is not None:
+        state["negative_sampler"] = objective.generator.get_state()
+    return state
+
+
+def restore_rng_state(state, train_data=None, model=None):
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["random"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "train_loader" in state and train_data is not None:
+        train_data.generator.set_state(state["train_loader"])
+    objective = getattr(model, "preference_objective", None)
+    if "negative_sampler" in state and objective is not None:
+        objective.restore_generator(state["negative_sampler"])
+
+
+class Trainer(RecBoleTrainer):
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self._train_data = None
+        self._pending_rng_state = None
+        self._position = (None, None)  # (epoch, batch) being trained
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self._train_data = train_data
+        if self._pending_rng_state is not None:  # resuming: continue the random streams too
+            restore_rng_state(self._pending_rng_state, train_data, self.model)
+            self._pending_rng_state = None
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        loss_func = loss_func or self.model.calculate_loss
+
+        def counted_loss(interaction):
+            epoch, batch = self._position
+            self._position = (epoch, batch + 1)
+            return loss_func(interaction)
+
+        self._position = (epoch_idx, -1)
+        return super()._train_epoch(train_data, epoch_idx, loss_func=counted_loss, show_progress=show_progress)
+
+    def _check_nan(self, loss):
+        if not torch.isfinite(loss).all():
+            epoch, batch = self._position
+            value = "NaN" if torch.isnan(loss).any() else "infinite"
+            kept = f"; best checkpoint kept: {self.saved_model_file}" if os.path.exists(self.saved_model_file) else ""
+            raise TrainingDiverged(f"training loss is {value} at epoch {epoch}, batch {batch}{kept}")
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = {
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng_state": capture_rng_state(self._train_data, self.model),
+        }
+        os.makedirs(os.path.dirname(os.path.abspath(saved_model_file)), exist_ok=True)
+        partial = saved_model_file + ".partial"
+        torch.save(state, partial, pickle_protocol=4)
+        os.replace(partial, saved_model_file)  # atomic: the old file stays whole until here
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+    def resume_checkpoint(self, resume_file):
+        resume_file = str(resume_file)
+        if not os.path.isfile(resume_file):
+            raise UserInputError(f"cannot resume: checkpoint '{resume_file}' does not exist")
+        from recbole_lpo.compat import trusted_load
+
+        try:
+            checkpoint = trusted_load(resume_file)
+            saved_model = checkpoint["config"]["model"]
+        except (RuntimeError, KeyError, TypeError) as error:
+            raise UserInputError(f"cannot resume from '{resume_file}': not a RecBole checkpoint ({error})") from None
+        if saved_model != self.config["model"]:
+            raise UserInputError(f"cannot resume from '{resume_file}': it is a {saved_model} checkpoint, "
+                                 f"not {self.config['model']}")
+        try:
+            super().resume_checkpoint(resume_file)
+        except RuntimeError as error:  # state_dict mismatch: another architecture
+            raise UserInputError(f"cannot resume from '{resume_file}': {str(error).splitlines()[0]}") from None
+        self._pending_rng_state = checkpoint.get("rng_state")
 
 
 class PreferenceTrainer(Trainer):
-    """RecBole's trainer plus per-epoch preference diagnostics (TRL's names).
+    """``Trainer`` plus per-epoch preference diagnostics (TRL's names).
 
     After each training epoch it logs the epoch means of ``loss/ce``,
     ``loss/preference``, ``rewards/margins`` (positive minus mean negative

@@ -12,6 +12,7 @@ import pkgutil
 from pathlib import Path
 
 from recbole.utils import get_model as recbole_get_model
+from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_lpo.errors import UserInputError
@@ -85,4 +86,7 @@ def get_trainer(model_type, model_name, config=None):
         return custom
     if config is not None and config["preference_loss"] is not None:
         return trainer_module.PreferenceTrainer
-    return recbole_get_trainer(model_type, model_name)
+    recbole_trainer = recbole_get_trainer(model_type, model_name)
+    if recbole_trainer is RecBoleTrainer:  # RecBole's base trainer: use the hardened one
+        return trainer_module.Trainer
+    return recbole_trainer

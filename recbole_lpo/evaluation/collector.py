@@ -10,7 +10,10 @@ Added resources (requested through a metric's ``metric_need``):
   tail positives (RecBole's ``rec.topk`` layout, restricted to tail items).
 
 ``get_data_struct`` moves only tensors to the CPU (RecBole calls ``.cpu()``
-on the Counter too and crashes every popularity metric).
+on the Counter too and crashes every popularity metric). Under DDP it also
+gathers the per-user rows of every process, so each process computes every
+metric over all users; RecBole then averages identical values. (The
+distributed sampler pads shards by repeating up to world_size - 1 users.)
 """
 
 import copy
@@ -57,9 +60,25 @@ def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i)
     self.data_struct.update_tensor("rec.tail_topk", torch.cat([hits, n_tail_pos.unsqueeze(1)], dim=1))
 
 
+def _gather_across_processes(tensor):
+    """Under DDP, every process's rows (each process evaluates a shard of users)."""
+    import torch.distributed as dist
+
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, tensor.cpu())
+    return torch.cat(gathered, dim=0)
+
+
 def get_data_struct(self):
+    import torch.distributed as dist
+
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
     for key, value in self.data_struct._data_dict.items():
         if isinstance(value, torch.Tensor):
+            if distributed and (key.startswith("rec.") or key == "data.label"):
+                # metrics on all users in every process, so RecBole's averaging over
+                # processes returns them exactly (coverage is no average of shards)
+                value = _gather_across_processes(value)
             self.data_struct._data_dict[key] = value.cpu()
     returned_struct = copy.deepcopy(self.data_struct)
     for key in ["rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label", "rec.tail_topk"]:
