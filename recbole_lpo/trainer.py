@@ -110,13 +110,10 @@ class Trainer(RecBoleTrainer):
         resume_file = str(resume_file)
         if not os.path.isfile(resume_file):
             raise UserInputError(f"cannot resume: checkpoint '{resume_file}' does not exist")
-        from recbole_lpo.compat import trusted_load
+        from recbole_lpo.inference import read_checkpoint
 
-        try:
-            checkpoint = trusted_load(resume_file)
-            saved_model = checkpoint["config"]["model"]
-        except (RuntimeError, KeyError, TypeError) as error:
-            raise UserInputError(f"cannot resume from '{resume_file}': not a RecBole checkpoint ({error})") from None
+        checkpoint = read_checkpoint(resume_file)  # one clear error naming the file
+        saved_model = checkpoint["config"]["model"]
         if saved_model != self.config["model"]:
             raise UserInputError(f"cannot resume from '{resume_file}': it is a {saved_model} checkpoint, "
                                  f"not {self.config['model']}")

@@ -77,7 +77,7 @@ def test_resume_errors_name_the_file(workdir, tiny_config):
         run_recbole_lpo("SASRec", "tiny", [TINY_YAML], tiny_config(), resume=str(workdir / "gone.pth"))
     garbage = workdir / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserInputError, match="garbage.pth"):
+    with pytest.raises(UserInputError, match="garbage.pth"):  # names the file
         run_recbole_lpo("SASRec", "tiny", [TINY_YAML], tiny_config(), resume=str(garbage))
     sasrec = run_recbole_lpo("SASRec", "tiny", [TINY_YAML], tiny_config(), saved=True)
     checkpoint = json.load(open(sasrec["result_file"]))["checkpoint"]
