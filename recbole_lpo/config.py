@@ -16,7 +16,9 @@ clear ``UserInputError``.
 """
 
 import os
+import re
 
+import yaml
 from recbole.config import Config as RecBoleConfig
 
 from recbole_lpo.errors import UserInputError
@@ -33,6 +35,8 @@ class Config(RecBoleConfig):
             super().__init__(model, dataset, config_file_list, config_dict)
         except UserInputError:
             raise
+        except yaml.YAMLError as error:
+            raise UserInputError(f"invalid YAML: {' '.join(str(error).split())}") from error
         except (KeyError, NotImplementedError, SyntaxError, TypeError, ValueError) as error:
             # RecBole's own config checks: unknown metric, bad eval_args, ...
             message = error.args[0] if error.args else repr(error)
@@ -66,6 +70,11 @@ class Config(RecBoleConfig):
             # a built-in backbone with a preference loss: that loss's defaults
             files.append(PROPERTIES_DIR / "model" / f"{MODEL_OF_LOSS[loss]}.yaml")
         files += [PROPERTIES_DIR / "model" / f"{model}.yaml", PROPERTIES_DIR / "dataset" / f"{dataset}.yaml"]
+        self.documented_types = {}  # key -> "(type)" of every YAML default in force
+        for path in [RECBOLE_PROPERTIES_DIR / "overall.yaml", RECBOLE_PROPERTIES_DIR / "model" / f"{model}.yaml",
+                     *files]:
+            if path.is_file():
+                self.documented_types.update(documented_types(path))
         for path in files:
             if path.is_file():
                 loaded = self._update_internal_config_dict(str(path))
@@ -98,6 +107,11 @@ class Config(RecBoleConfig):
             final["state"] = "error"
             final["show_progress"] = False
             final["verbose"] = False
+
+    def _set_default_parameters(self):
+        # types first: RecBole's own checks crash on some wrong types (metric.lower())
+        check_types(self.final_config_dict, self.documented_types)
+        super()._set_default_parameters()
 
     def _check(self):
         fixed_loss = getattr(self.model_class, "preference_loss", None)
@@ -134,3 +148,51 @@ def check_dataset_exists(data_path, dataset):
         f"dataset '{dataset}' not found: no atomic files in {data_path} "
         f"(data sets in {root}: {listing})"
     )
+
+
+_TYPE_COMMENT = re.compile(r"^([A-Za-z_][\w]*):[^#]*#\s*\(([^)]*)\)")
+_NOT_CHECKED = {"gpu_id"}  # RecBole takes it as str, int or tuple
+
+
+def documented_types(path):
+    """``{key: "type spec"}`` from a YAML file's ``key: value  # (type) description`` lines."""
+    types = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            match = _TYPE_COMMENT.match(line)
+            if match:
+                types[match.group(1)] = match.group(2).strip()
+    return types
+
+
+def _matches(value, spec):
+    """Whether ``value`` fits a documented type such as ``int``, ``list of float``, ``list or str``."""
+    for option in (part.strip() for part in spec.split(" or ")):
+        kind, _, element = option.partition(" of ")
+        if kind == "None" and value is None:
+            return True
+        if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if kind == "bool" and isinstance(value, bool):
+            return True
+        if kind in ("str", "string") and isinstance(value, str):
+            return True
+        if kind == "dict" and isinstance(value, dict):
+            return True
+        if kind == "list" and isinstance(value, (list, tuple)):
+            return not element or all(_matches(v, element) for v in value)
+        if kind not in ("None", "int", "float", "bool", "str", "string", "dict", "list"):
+            return True  # a type we do not check
+    return False
+
+
+def check_types(config_dict, types):
+    """Every documented key holds its documented type (``~``/None always allowed)."""
+    for key, spec in types.items():
+        value = config_dict.get(key)
+        if value is None or key in _NOT_CHECKED:
+            continue
+        if not _matches(value, spec):
+            raise UserInputError(f"{key} must be of type {spec}, got {value!r} ({type(value).__name__})")

@@ -75,15 +75,8 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
     returns ``run_recbole_lpo``'s extra keys (``result_file``, ...).
     """
     config = Config(config_dict=config_dict, config_file_list=config_file_list)
-    root = logging.getLogger()
-    handlers = list(root.handlers)
-    try:
-        result = run_recbole_lpo(config["model"], config["dataset"], config_file_list, config_dict, saved)
-    finally:  # drop the trial's log handlers, so the next trial's init_logger opens its own file
-        for handler in root.handlers[:]:
-            if handler not in handlers:
-                root.removeHandler(handler)
-                handler.close()
+    # each trial logs to its own file (run_recbole_lpo's start_logging)
+    result = run_recbole_lpo(config["model"], config["dataset"], config_file_list, config_dict, saved)
     return dict(result, model=config["model"])
 
 

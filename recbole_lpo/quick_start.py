@@ -7,18 +7,22 @@ result JSON (see ``write_result``) beside it.
 
 import datetime
 import json
+import logging
 import os
+import shutil
 import platform
 import subprocess
 import sys
 from logging import getLogger
 
+import numpy as np
 import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_lpo.config import Config
 from recbole_lpo.data.atomic import validate_atomic_files
+from recbole_lpo.errors import UserInputError
 from recbole_lpo.data.head_tail import head_tail_split
 from recbole_lpo.inference import load_data_and_model  # noqa: F401  (RecBole's API, plugin-aware)
 from recbole_lpo.objective import attach_preference_objective, tag_item_tokens
@@ -41,6 +45,91 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
     return None if queue.empty() else queue.get()
 
 
+def _prepare(config, resume, logger):
+    """Data, split, model and trainer for ``config``; every input check happens here."""
+    validate_atomic_files(config)
+    dataset = create_dataset(config)
+    check_interactions_per_user(dataset, config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    split = head_tail_split(train_data.dataset, config["tail_ratio"])
+    logger.info(f"head/tail split: {split.n_head} head, {split.n_tail} tail items "
+                f"(tail_ratio={split.tail_ratio}, tail-set hash {split.tail_hash})")
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset)
+    if config["preference_loss"] is not None and getattr(model, "preference_objective", None) is None:
+        attach_preference_objective(model, config, train_data._dataset, config["preference_loss"])
+    tag_item_tokens(model, train_data._dataset)
+    model = model.to(config["device"])
+    logger.info(model)
+
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"], config)(config, model)
+    try:
+        if resume:
+            trainer.resume_checkpoint(resume)
+            logger.info(f"resumed from {resume} at epoch {trainer.start_epoch}")
+        else:
+            trainer.saved_model_file = unused_path(trainer.saved_model_file)
+    except UserInputError:
+        trainer.tensorboard.close()
+        shutil.rmtree(trainer.tensorboard.log_dir, ignore_errors=True)
+        raise
+    return train_data, valid_data, test_data, split, trainer
+
+
+def check_interactions_per_user(dataset, config):
+    """Leave-one-out needs, per user, one interaction per split (train, valid, test)."""
+    split = config["eval_args"]["split"]
+    if "LS" not in split:
+        return
+    needed = 3 if split["LS"] == "valid_and_test" else 2
+    # before build(): one row per interaction (sequential augmentation happens in build)
+    per_user = np.bincount(np.asarray(dataset.inter_feat[dataset.uid_field]), minlength=dataset.user_num)[1:]
+    short = int(((per_user > 0) & (per_user < needed)).sum())
+    if not (per_user > 0).any():
+        raise UserInputError(f"no user left in '{config['dataset']}' after filtering")
+    if short:
+        raise UserInputError(
+            f"{short} users have fewer than {needed} interactions after filtering; leave-one-out "
+            f"({split['LS']}) needs {needed} per user: set user_inter_num_interval: \"[{needed},inf)\"")
+
+
+def start_logging(config):
+    """RecBole's ``init_logger``, once per run even within one process.
+
+    RecBole installs its handlers with ``logging.basicConfig``, which does
+    nothing when the root logger already has handlers: a second run in the
+    same process (hyper-parameter trials, tests) would log into the first
+    run's file and leave an empty file of its own. The previous run's
+    handlers are closed first; handlers that are not ours (pytest's) stay.
+    """
+    root = logging.getLogger()
+    others = []
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        if getattr(handler, "recbole_lpo_run", False):
+            handler.close()
+        else:
+            others.append(handler)
+    init_logger(config)
+    for handler in root.handlers:
+        handler.recbole_lpo_run = True
+    for handler in others:
+        root.addHandler(handler)
+
+
+def _discard_run_files():
+    """Close and delete the log file this run opened."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "recbole_lpo_run", False) and isinstance(handler, logging.FileHandler):
+            handler.close()
+            root.removeHandler(handler)
+            if os.path.exists(handler.baseFilename):
+                os.remove(handler.baseFilename)
+
+
 def _run_process(rank, model, dataset, config_file_list, config_dict, saved, queue, resume):
     config_dict = dict(config_dict, local_rank=rank)
     run_recbole_lpo(model, dataset, config_file_list, config_dict, saved, queue=queue, resume=resume)
@@ -61,33 +150,16 @@ def run_recbole_lpo(model=None, dataset=None, config_file_list=None, config_dict
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
                     config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    start_logging(config)
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
+    try:
+        train_data, valid_data, test_data, split, trainer = _prepare(config, resume, logger)
+    except UserInputError:
+        _discard_run_files()  # bad input: leave no log or tensorboard files behind
+        raise
 
-    validate_atomic_files(config)
-    dataset = create_dataset(config)
-    logger.info(dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    split = head_tail_split(train_data.dataset, config["tail_ratio"])
-    logger.info(f"head/tail split: {split.n_head} head, {split.n_tail} tail items "
-                f"(tail_ratio={split.tail_ratio}, tail-set hash {split.tail_hash})")
-
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset)
-    if config["preference_loss"] is not None and getattr(model, "preference_objective", None) is None:
-        attach_preference_objective(model, config, train_data._dataset, config["preference_loss"])
-    tag_item_tokens(model, train_data._dataset)
-    model = model.to(config["device"])
-    logger.info(model)
-
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"], config)(config, model)
-    if resume:
-        trainer.resume_checkpoint(resume)
-        logger.info(f"resumed from {resume} at epoch {trainer.start_epoch}")
-    else:
-        trainer.saved_model_file = unused_path(trainer.saved_model_file)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"])
     test_result = trainer.evaluate(test_data, load_best_model=saved,

@@ -1,7 +1,9 @@
 """Bad input: one clear `error:` line, exit status 2, no traceback."""
 
+import os
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,12 +13,19 @@ sys.path.insert(0, str(ROOT))
 import run_recbole_lpo  # noqa: E402
 
 
+def _files(folder):
+    return {p for p in Path(folder).rglob("*") if p.is_file()}
+
+
 def _cli(monkeypatch, capsys, *args):
+    """Run the CLI in-process; bad input must leave no file behind (log, checkpoint, result)."""
+    before = _files(os.getcwd())
     argv = ["run_recbole_lpo.py", *args]
     monkeypatch.setattr(sys, "argv", argv)  # RecBole's Config reads sys.argv itself
     code = run_recbole_lpo.main(argv[1:])
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert _files(os.getcwd()) == before, "bad input left files behind"
     return code, lines, err
 
 
@@ -86,3 +95,69 @@ def test_lpo4rec_hyper_parameters(args, needle, workdir, monkeypatch, capsys):
     assert code == 2
     assert len(lines) == 1 and needle in lines[0], err
     assert "Traceback" not in err
+
+
+def _assert_one_error(code, lines, err, needle):
+    assert code == 2
+    assert len(lines) == 1 and needle in lines[0], err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "yaml_text,needle",
+    [
+        ("epochs: ten\n", "epochs must be of type int, got 'ten'"),
+        ("learning_rate: [0.1]\n", "learning_rate must be of type float"),
+        ("hidden_size: 1.5\n", "hidden_size must be of type int, got 1.5"),
+        ("topk: best\n", "topk must be of type list or int or None"),
+        ("reweight: maybe\n", "reweight must be of type bool"),
+        ("metrics: 3\n", "metrics must be of type list or str"),
+        ("epochs: [1,\n", "invalid YAML"),
+    ],
+)
+def test_yaml_with_wrong_types(yaml_text, needle, workdir, monkeypatch, capsys):
+    (workdir / "mine.yaml").write_text(yaml_text)
+    code, lines, err = _cli(monkeypatch, capsys, "--model=LPO4Rec", "--dataset=tiny", f"--data_path={FIXTURES}",
+                            f"--config_files={TINY_YAML} {workdir / 'mine.yaml'}")
+    _assert_one_error(code, lines, err, needle)
+
+
+def test_users_with_too_few_interactions(workdir, monkeypatch, capsys):
+    folder = workdir / "short"
+    folder.mkdir()
+    rows = (FIXTURES / "tiny" / "tiny.inter").read_text().splitlines()
+    rows += ["newcomer\ti001\t9999990", "newcomer\ti002\t9999991"]  # two interactions only
+    (folder / "short.inter").write_text("\n".join(rows) + "\n")
+    code, lines, err = _cli(monkeypatch, capsys, "--model=SASRec", "--dataset=short", f"--data_path={workdir}",
+                            f"--config_files={TINY_YAML}")
+    _assert_one_error(code, lines, err, "1 users have fewer than 3 interactions after filtering")
+    assert 'user_inter_num_interval: "[3,inf)"' in lines[0]
+
+
+@pytest.mark.parametrize(
+    "model,args,needle",
+    [
+        ("LPO4Rec", ["--lpo_tau=-1"], "lpo_tau must be > 0"),
+        ("LPO4Rec", ["--neg_count=2.5"], "neg_count must be of type int"),
+        ("LPO4Rec", ["--neg_pool=tail"], "unknown neg_pool 'tail'; valid: head, all"),
+        ("LPO4Rec", ["--alpha_tail=high"], "alpha_tail must be of type float"),
+        ("LPO4Rec", ["--alpha_head=[1]"], "alpha_head must be of type float"),
+        ("LPO4Rec", ["--sampler_seed=1.5"], "sampler_seed must be of type int"),
+        ("DPO4Rec", ["--beta=0"], "beta must be > 0"),
+        ("DPO4Rec", ["--pref_weight=-1"], "pref_weight must be >= 0"),
+        ("SDPO4Rec", ["--beta=-2"], "beta must be > 0"),
+        ("SDPO4Rec", ["--neg_count=0"], "neg_count must be >= 1"),
+        ("SimPO4Rec", ["--gamma=wide"], "gamma must be of type float"),
+        ("SimPO4Rec", ["--beta=0"], "beta must be > 0"),
+        ("ORPO4Rec", ["--orpo_weight=-0.1"], "orpo_weight must be >= 0"),
+        ("ORPO4Rec", ["--neg_sampler=hard"], "unknown neg_sampler 'hard'"),
+        ("GRU4Rec", ["--preference_loss=kto"], "unknown preference_loss 'kto'; valid: lpo, dpo, sdpo, simpo, orpo"),
+        ("Caser", ["--preference_loss=lpo", "--loss_type=BPR", "--train_neg_sample_args={'distribution':'uniform'}"],
+         "needs a backbone trained with loss_type CE"),
+        ("DPO4Rec", [], "DPO4Rec needs ref_model_path"),
+    ],
+)
+def test_invalid_hyper_parameters_of_every_model(model, args, needle, workdir, monkeypatch, capsys):
+    code, lines, err = _cli(monkeypatch, capsys, f"--model={model}", "--dataset=tiny", f"--data_path={FIXTURES}",
+                            f"--config_files={TINY_YAML}", *args)
+    _assert_one_error(code, lines, err, needle)
