@@ -29,21 +29,16 @@ def main(argv=None):
     args, _ = parser.parse_known_args(argv)
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
 
-    from recbole_lpo.errors import TrainingDiverged, UserInputError
+    from recbole_lpo.errors import run_cli
 
-    try:
+    def train():
         from recbole_lpo.quick_start import run
 
         run(args.model, args.dataset, config_file_list=config_file_list, saved=not args.no_save,
             nproc=args.nproc, world_size=args.world_size, ip=args.ip, port=args.port,
             group_offset=args.group_offset, resume=args.resume)
-    except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 3
-    return 0
+
+    return run_cli(train)
 
 
 if __name__ == "__main__":

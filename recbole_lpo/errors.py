@@ -12,3 +12,22 @@ class UserInputError(ValueError):
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite (names the epoch and batch)."""
+
+
+def run_cli(action):
+    """Run a command's ``action()``; return its exit status.
+
+    Bad input prints one ``error:`` line and gives 2, a diverged training 3;
+    anything else is a bug and keeps its traceback.
+    """
+    import sys
+
+    try:
+        action()
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
+    return 0

@@ -57,7 +57,7 @@ import yaml
 from recbole.trainer.hyper_tuning import HyperTuning
 
 from recbole_lpo.config import Config
-from recbole_lpo.errors import TrainingDiverged, UserInputError
+from recbole_lpo.errors import TrainingDiverged, UserInputError, run_cli
 from recbole_lpo.quick_start import run_recbole_lpo, unused_path
 from recbole_lpo.utils import PROJECT_ROOT, PROPERTIES_DIR
 
@@ -340,13 +340,9 @@ def main(argv=None):
     parser.add_argument("--output_file", type=str, default=None, help="Markdown table (never overwritten)")
     args, _ = parser.parse_known_args(argv)  # the rest: --key=value, read by RecBole's Config from sys.argv
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
-    try:
-        hyper_tune(args.model, args.dataset, args.params_file, config_file_list, algo=args.algo,
-                   max_evals=args.max_evals, early_stop=args.early_stop, output_file=args.output_file)
-    except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: hyper_tune(args.model, args.dataset, args.params_file, config_file_list, algo=args.algo,
+                                      max_evals=args.max_evals, early_stop=args.early_stop,
+                                      output_file=args.output_file))
 
 
 if __name__ == "__main__":

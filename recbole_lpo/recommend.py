@@ -40,19 +40,17 @@ def main(argv=None):
     # RecBole 1.2.1's pandas FutureWarnings say nothing to someone asking for items
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole(\.|$)")
 
-    from recbole_lpo.errors import UserInputError
+    from recbole_lpo.errors import run_cli
 
-    try:
+    def print_recommendations():
         from recbole_lpo.inference import load_data_and_model, recommend
 
         _, model, dataset, *_ = load_data_and_model(args.checkpoint)
         top = recommend(model, dataset, args.user, k=args.k, exclude_history=args.exclude_history)
-    except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    for user, items in top.items():
-        print(f"{user}\t{' '.join(items)}")
-    return 0
+        for user, items in top.items():
+            print(f"{user}\t{' '.join(items)}")
+
+    return run_cli(print_recommendations)
 
 
 if __name__ == "__main__":
