@@ -216,32 +216,31 @@ class PreferenceObjective(nn.Module):
         return scores[:, 0], scores[:, 1:]
 
 
-def load_reference(config, dataset, policy):
-    """Load the frozen reference named by ``ref_model_path`` and start ``policy`` from it.
+def load_reference(config, dataset, policy, key="ref_model_path", role="reference"):
+    """Load the frozen ``role`` model named by ``config[key]`` and start ``policy`` from it.
 
     The checkpoint must hold the policy's backbone class, trained on the same
     data set (same item tokens when the checkpoint records them) with the same
-    architecture; otherwise one clear error, before any training.
+    architecture; otherwise one clear error, before any training. DPO and
+    S-DPO use it for their reference, CITIES for its base model.
     """
-    from recbole_lpo.compat import trusted_load
+    from recbole_lpo.inference import read_checkpoint
     from recbole_lpo.utils import get_model
 
-    path = config["ref_model_path"]
+    path = config[key]
+    want = backbone_class(type(policy))
     if not path:
         raise UserInputError(
-            f"{config['model']} needs ref_model_path: a checkpoint of {backbone_class(type(policy)).__name__} "
-            "trained on the same data (see README, two-step recipe)")
-    if not os.path.isfile(path):
-        raise UserInputError(f"ref_model_path '{path}' does not exist")
-    checkpoint = trusted_load(path, map_location=config["device"])
-    ref_config = checkpoint.get("config")
-    state = checkpoint.get("state_dict")
-    if ref_config is None or state is None:
-        raise UserInputError(f"ref_model_path '{path}' is not a RecBole checkpoint")
-    want = backbone_class(type(policy))
+            f"{config['model']} needs {key}: a checkpoint of {want.__name__} trained on the same data "
+            f"(step 1: python run_recbole_lpo.py --model={want.__name__} --dataset={config['dataset']})")
+    try:
+        checkpoint = read_checkpoint(path)  # missing or unreadable file: one error naming it
+    except UserInputError as error:
+        raise UserInputError(f"{key}: {error}") from None
+    ref_config, state = checkpoint["config"], checkpoint["state_dict"]
     have = backbone_class(get_model(ref_config["model"]))
     if have is not want:
-        raise UserInputError(f"reference '{path}' is a {have.__name__}, the policy's backbone is {want.__name__}")
+        raise UserInputError(f"{role} '{path}' is a {have.__name__}, the policy's backbone is {want.__name__}")
     problems = []
     if ref_config["dataset"] != config["dataset"]:
         problems.append(f"dataset {ref_config['dataset']} != {config['dataset']}")
@@ -258,9 +257,9 @@ def load_reference(config, dataset, policy):
     if set(state) != set(own):
         problems.append(f"parameters differ: {sorted(set(state) ^ set(own))[:4]}")
     if problems:
-        raise UserInputError(f"reference '{path}' does not match the policy: {'; '.join(problems)}")
+        raise UserInputError(f"{role} '{path}' does not match the policy: {'; '.join(problems)}")
     if tokens is None:
-        getLogger().warning(f"reference '{path}' records no item tokens: checked data set name and item count only")
+        getLogger().warning(f"{role} '{path}' records no item tokens: checked data set name and item count only")
     reference = want(config, dataset).to(config["device"])
     reference.load_state_dict(state)
     reference.eval()
