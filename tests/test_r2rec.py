@@ -169,3 +169,21 @@ def test_cli_rejects_bad_hyper_parameters(arg, message, workdir, monkeypatch, ca
     assert run_recbole_lpo.main(argv[1:]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {message}"]
+
+
+def test_feature_file_naming_unknown_items_is_refused(workdir, tiny_config):
+    """An aliased .itememb row for an item outside .inter would silently join the ranking."""
+    import shutil
+
+    from recbole_lpo.config import Config
+    from recbole_lpo.data.atomic import validate_atomic_files
+    from recbole_lpo.errors import UserInputError
+
+    folder = workdir / "tiny"
+    shutil.copytree(FIXTURES / "tiny", folder)
+    rows = (FIXTURES / "r2rec" / "tiny.itememb").read_text().splitlines()
+    vector = rows[1].split("\t")[1]
+    (folder / "tiny.itememb").write_text("\n".join(rows + [f"i999\t{vector}"]) + "\n")
+    config = Config("R2Rec", "tiny", [TINY_YAML, str(ITEMEMB_YAML)], tiny_config(data_path=str(workdir)))
+    with pytest.raises(UserInputError, match="1 items in column 'iid' are not in .* \\(e.g. i999\\)"):
+        validate_atomic_files(config)

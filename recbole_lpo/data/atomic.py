@@ -54,11 +54,48 @@ def validate_atomic_file(path, separator="\t", seq_separator=" ", columns=None):
 
 
 def validate_atomic_files(config):
-    """Validate the data set's atomic files named by ``config``."""
+    """Validate the data set's atomic files named by ``config``.
+
+    Feature files whose id column is an alias of the item id (e.g. an
+    ``.itememb`` of pretrained vectors) must name only items of the ``.inter``
+    file: RecBole would add any other token to the item vocabulary, and so to
+    the ranking and the head/tail split.
+    """
     data_path, dataset = config["data_path"], config["dataset"]
     load_col = config["load_col"] or {}
-    for suffix in SUFFIXES:
+    extra = list(config["additional_feat_suffix"] or [])
+    for suffix in SUFFIXES + tuple(extra):
         path = os.path.join(data_path, f"{dataset}.{suffix}")
         if os.path.isfile(path):
             columns = load_col.get(suffix) if isinstance(load_col, dict) else None
             validate_atomic_file(path, config["field_separator"], config["seq_separator"], columns)
+        elif suffix in extra:
+            raise UserInputError(f"additional_feat_suffix names '{suffix}' but {path} does not exist")
+    item_aliases = set(config["alias_of_item_id"] or [])
+    for suffix in extra:
+        path = os.path.join(data_path, f"{dataset}.{suffix}")
+        aliased = [c for c in _header_names(path, config["field_separator"]) if c in item_aliases]
+        if aliased:
+            _check_tokens_subset(path, aliased[0], os.path.join(data_path, f"{dataset}.inter"),
+                                 config["ITEM_ID_FIELD"], config["field_separator"])
+
+
+def _header_names(path, separator):
+    with open(path, "r", encoding="utf-8") as f:
+        return [field.partition(":")[0] for field in f.readline().rstrip("\r\n").split(separator)]
+
+
+def _check_tokens_subset(path, column, inter_path, item_field, separator):
+    """Every token in ``path``'s ``column`` is an item of the .inter file."""
+    def tokens(file, name):
+        header = _header_names(file, separator)
+        frame = pd.read_csv(file, sep=separator, header=0, dtype=str, usecols=[header.index(name)],
+                            keep_default_na=False)
+        return set(frame.iloc[:, 0])
+
+    unknown = tokens(path, column) - tokens(inter_path, item_field)
+    if unknown:
+        example = ", ".join(sorted(unknown)[:3])
+        raise UserInputError(
+            f"{path}: {len(unknown)} items in column '{column}' are not in {inter_path} (e.g. {example}); "
+            "they would join the ranking: drop them from the feature file")

@@ -34,8 +34,9 @@ Features come through RecBole's feature files: an additional atomic file
 ``<dataset>.itememb`` (``additional_feat_suffix``), whose id column is an
 alias of the item id and whose vectors RecBole preloads (``preload_weight``);
 ``item_feature_field`` names that id column. See properties/model/R2Rec.yaml.
-The file must name only items of the ``.inter`` file: RecBole adds every
-token of an aliased file to the item vocabulary (and so to the ranking).
+The file must name only items of the ``.inter`` file (RecBole adds every
+token of an aliased file to the item vocabulary, and so to the ranking):
+``recbole_lpo.data.atomic`` refuses one that does not, before loading.
 
 Tail items for training are the shared split's (``head_tail_split``) at
 ``r2rec_tail_ratio`` (default ``tail_ratio``); tail metrics always use
