@@ -44,11 +44,13 @@ def worker(model, dataset, config_dict, threads):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["SASRec", "LPO4Rec"])
+    parser.add_argument("--models", nargs="*", default=["SASRec", "LPO4Rec"])
     parser.add_argument("--dataset", default="amazon-beauty")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every model")
     parser.add_argument("--parallel", action="store_true", help="run the models side by side")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--reuse", nargs="*", default=[], metavar="RESULT_JSON",
+                        help="add finished runs (their result JSON) to the table instead of training them")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     config_dict = {"show_progress": False}
@@ -58,7 +60,7 @@ def main():
     if args.worker:
         return worker(args.worker, args.dataset, config_dict, args.threads)
 
-    threads = max(1, args.threads // len(args.models)) if args.parallel else args.threads
+    threads = max(1, args.threads // max(1, len(args.models))) if args.parallel else args.threads
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(threads))
     commands = [[sys.executable, __file__, "--worker", m, "--dataset", args.dataset, "--threads", str(threads),
                  "--set", *args.set] for m in args.models]
@@ -71,7 +73,7 @@ def main():
         for c in commands:
             out = subprocess.run(c, capture_output=True, text=True, env=env)
             outputs.append((out.stdout, out.stderr, out.returncode))
-    records = []
+    records = [(json.load(open(path))["model"], path, json.load(open(path))) for path in args.reuse]
     for model, (stdout, stderr, code) in zip(args.models, outputs):
         lines = [l for l in stdout.splitlines() if l.startswith("RESULT ")]
         if code != 0 or not lines:

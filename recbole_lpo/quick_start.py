@@ -9,8 +9,8 @@ import datetime
 import json
 import logging
 import os
-import shutil
 import platform
+import shutil
 import subprocess
 import sys
 from logging import getLogger
@@ -22,8 +22,8 @@ from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_lpo.config import Config
 from recbole_lpo.data.atomic import validate_atomic_files
-from recbole_lpo.errors import UserInputError
 from recbole_lpo.data.head_tail import head_tail_split
+from recbole_lpo.errors import UserInputError
 from recbole_lpo.inference import load_data_and_model  # noqa: F401  (RecBole's API, plugin-aware)
 from recbole_lpo.objective import attach_preference_objective, tag_item_tokens
 from recbole_lpo.utils import PROJECT_ROOT, get_model, get_trainer
