@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -73,3 +74,13 @@ def train_losses(model, train_data, steps=6):
         optimizer.step()
         losses.append(loss.item())
     return losses
+
+
+def cli_on_fixture(workdir, *args, config_files=TINY_YAML, data_path=FIXTURES):
+    """``run_recbole_lpo.py`` on the tiny fixture in a subprocess, outputs under ``workdir``
+    (checkpoints in saved/, result JSONs in results/), as many threads as this process."""
+    command = [sys.executable, str(ROOT / "run_recbole_lpo.py"), "--dataset=tiny", f"--config_files={config_files}",
+               f"--data_path={data_path}", f"--checkpoint_dir={workdir / 'saved'}",
+               f"--result_dir={workdir / 'results'}", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=workdir,
+                          env=dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads())))

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ from recbole_lpo.model.sequential_recommender.cities import item_contexts, train
 from recbole_lpo.quick_start import run_recbole_lpo
 from recbole_lpo.utils import get_model
 
-from conftest import FIXTURES, ROOT, TINY_YAML, build_model, train_losses
+from conftest import FIXTURES, TINY_YAML, build_model, cli_on_fixture, train_losses
 
 
 def _base(tiny_config, model="SASRec", **overrides):
@@ -137,16 +135,10 @@ def test_missing_or_mismatched_base_checkpoint(workdir, tiny_config):
 
 
 def test_two_step_recipe_from_the_cli(workdir):
-    common = [f"--config_files={TINY_YAML}", f"--data_path={FIXTURES}", "--dataset=tiny",
-              f"--checkpoint_dir={workdir / 'saved'}", f"--result_dir={workdir / 'results'}"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cli = [sys.executable, str(ROOT / "run_recbole_lpo.py")]
-    step1 = subprocess.run([*cli, "--model=SASRec", *common], capture_output=True, text=True, cwd=workdir,
-                           env=env, timeout=300)
+    step1 = cli_on_fixture(workdir, "--model=SASRec")
     assert step1.returncode == 0, step1.stderr[-2000:]
     base = next(p for p in (workdir / "saved").iterdir() if p.suffix == ".pth")
-    step2 = subprocess.run([*cli, "--model=CITIES", f"--base_model_path={base}", *common], capture_output=True,
-                           text=True, cwd=workdir, env=env, timeout=300)
+    step2 = cli_on_fixture(workdir, "--model=CITIES", f"--base_model_path={base}")
     assert step2.returncode == 0, step2.stderr[-2000:]
     results = [json.loads(p.read_text()) for p in sorted((workdir / "results").iterdir())]
     cities = next(r for r in results if r["model"] == "CITIES")

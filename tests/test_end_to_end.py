@@ -2,13 +2,11 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import FIXTURES, ROOT, TINY_YAML
+from conftest import TINY_YAML, cli_on_fixture
 
 
 def _run_api(model, tiny_config, saved=True, **overrides):
@@ -59,12 +57,7 @@ def test_tail_valid_metric_drives_early_stopping_in_recbole_trainer(workdir, tin
 
 
 def test_cli_end_to_end(workdir):
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "run_recbole_lpo.py"), "--model=SASRec", "--dataset=tiny",
-         f"--config_files={TINY_YAML}", f"--data_path={FIXTURES}", f"--checkpoint_dir={workdir / 'saved'}",
-         f"--result_dir={workdir / 'results'}"],
-        capture_output=True, text=True, timeout=300, cwd=workdir,
-        env=dict(os.environ, OMP_NUM_THREADS="2"))
+    out = cli_on_fixture(workdir, "--model=SASRec")
     assert out.returncode == 0, out.stderr[-2000:]
     assert len(os.listdir(workdir / "results")) == 1
     assert any(f.endswith(".pth") for f in os.listdir(workdir / "saved"))

@@ -2,8 +2,6 @@
 
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,7 +9,7 @@ import torch
 from recbole_lpo.data.head_tail import head_tail_split
 from recbole_lpo.errors import UserInputError
 
-from conftest import FIXTURES, ROOT, TINY_YAML, build_model, train_losses
+from conftest import build_model, cli_on_fixture, train_losses
 
 
 def _setup(tiny_config, **overrides):
@@ -165,12 +163,7 @@ def test_inference_tail_users_go_through_the_user_branch(workdir, tiny_config):
 
 
 def test_cli_end_to_end(workdir):
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "run_recbole_lpo.py"), "--model=MELT", "--dataset=tiny",
-         f"--config_files={TINY_YAML}", f"--data_path={FIXTURES}", f"--checkpoint_dir={workdir / 'saved'}",
-         f"--result_dir={workdir / 'results'}"],
-        capture_output=True, text=True, timeout=300, cwd=workdir,
-        env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")))
+    out = cli_on_fixture(workdir, "--model=MELT")
     assert out.returncode == 0, out.stderr[-2000:]
     assert len(os.listdir(workdir / "results")) == 1
     checkpoints = [f for f in os.listdir(workdir / "saved") if f.endswith(".pth")]

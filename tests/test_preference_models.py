@@ -114,20 +114,11 @@ def test_caser_keeps_its_regularisation(workdir, tiny_config):
 
 
 def test_two_step_recipe_from_the_cli(workdir):
-    import subprocess
-    import sys
+    from conftest import cli_on_fixture
 
-    from conftest import ROOT
-
-    common = [f"--config_files={TINY_YAML}", f"--data_path={FIXTURES}", "--dataset=tiny",
-              f"--checkpoint_dir={workdir / 'saved'}", f"--result_dir={workdir / 'results'}"]
-    env = dict(os.environ, OMP_NUM_THREADS="2")
-    step1 = subprocess.run([sys.executable, str(ROOT / "run_recbole_lpo.py"), "--model=SASRec", *common],
-                           capture_output=True, text=True, cwd=workdir, env=env, timeout=300)
+    step1 = cli_on_fixture(workdir, "--model=SASRec")
     assert step1.returncode == 0, step1.stderr[-2000:]
     checkpoint = next(p for p in (workdir / "saved").iterdir() if p.suffix == ".pth")
-    step2 = subprocess.run([sys.executable, str(ROOT / "run_recbole_lpo.py"), "--model=DPO4Rec",
-                            f"--ref_model_path={checkpoint}", *common],
-                           capture_output=True, text=True, cwd=workdir, env=env, timeout=300)
+    step2 = cli_on_fixture(workdir, "--model=DPO4Rec", f"--ref_model_path={checkpoint}")
     assert step2.returncode == 0, step2.stderr[-2000:]
     assert len(list((workdir / "results").iterdir())) == 2

@@ -3,7 +3,6 @@
 import math
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -14,7 +13,7 @@ import yaml
 from recbole_lpo.data.head_tail import head_tail_split
 from recbole_lpo.errors import UserInputError
 
-from conftest import FIXTURES, ROOT, TINY_YAML, build_model, train_losses
+from conftest import FIXTURES, ROOT, TINY_YAML, build_model, cli_on_fixture, train_losses
 
 R2REC = FIXTURES / "r2rec"
 ITEMEMB_YAML = R2REC / "itememb.yaml"
@@ -137,12 +136,7 @@ def test_cli_end_to_end(features, workdir):
     if features:
         config_files = f"{TINY_YAML} {ITEMEMB_YAML}"
         data_path = _feature_config(workdir, lambda **kw: dict(kw))["data_path"]
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "run_recbole_lpo.py"), "--model=R2Rec", "--dataset=tiny",
-         f"--config_files={config_files}", f"--data_path={data_path}",
-         f"--checkpoint_dir={workdir / 'saved'}", f"--result_dir={workdir / 'results'}"],
-        capture_output=True, text=True, timeout=300, cwd=workdir,
-        env=dict(os.environ, OMP_NUM_THREADS="1"))
+    out = cli_on_fixture(workdir, "--model=R2Rec", config_files=config_files, data_path=data_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert len(os.listdir(workdir / "results")) == 1
     checkpoints = [f for f in os.listdir(workdir / "saved") if f.endswith(".pth")]
