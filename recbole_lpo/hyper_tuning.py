@@ -48,7 +48,6 @@ import datetime
 import difflib
 import functools
 import itertools
-import logging
 import os
 import sys
 

@@ -1,6 +1,5 @@
 """The preference-loss family on SASRec and on other RecBole backbones."""
 
-import os
 
 import pytest
 import torch

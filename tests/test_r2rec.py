@@ -7,7 +7,6 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 
 from recbole_lpo.data.head_tail import head_tail_split

@@ -70,7 +70,6 @@ Deviations from the paper and the authors' code (github swonj90/CITIES):
   the model again, so ``base_model_path`` must still exist then.
 """
 
-import os
 
 import numpy as np
 import torch
