@@ -187,7 +187,7 @@ def run_recbole_lpo(model=None, dataset=None, config_file_list=None, config_dict
             config, split, result, ranks, trainer.saved_model_file if saved else None)
         logger.info(f"result written to {result['result_file']}")
     if not config["single_spec"]:
-        torch.distributed.destroy_process_group()
+        _close_distributed(trainer)
     if config["local_rank"] == 0 and queue is not None:
         queue.put(result)
     return result
@@ -223,6 +223,18 @@ def test_ranks(trainer, eval_data, split):
         "tail": is_tail.tolist(),
         "tail_user_share": float(is_tail.float().mean()) if len(is_tail) else 0.0,
     }
+
+
+def _close_distributed(trainer):
+    """Tear DDP down in order: the DDP wrapper (it holds the process group) first, then,
+    once every process got here, the group. A process leaving while another is still
+    in a collective, or a live DDP reducer at exit, aborts ("terminate called ...")."""
+    import gc
+
+    trainer.distributed_model = None
+    gc.collect()
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def _gather_unique_rows(users, items, ranks):
