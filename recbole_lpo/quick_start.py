@@ -195,34 +195,57 @@ def run_recbole_lpo(model=None, dataset=None, config_file_list=None, config_dict
 
 @torch.no_grad()
 def test_ranks(trainer, eval_data, split):
-    """Rank (1 = best) of each evaluation target under the trainer's model.
+    """Per evaluation target: its rank (1 = best) and the user's top-k diagnostics.
 
     Uses the trainer's own full-sort scoring (padding and, if configured,
     history masked exactly as in evaluation); ties count in the item's favour
-    (rank = 1 + number of strictly higher scores).
+    (rank = 1 + number of strictly higher scores). Per user and k in
+    ``topk``: the tail share and the mean training-split popularity of the
+    top-k list (their means are TailPercentage@k and AveragePopularity@k),
+    and ``tail_prob_gap``: the mean softmax probability of a tail item minus
+    that of an item overall (paper Fig. 5).
     """
     trainer.model.eval()
     dataset = eval_data.dataset
     uid_field, iid_field = dataset.uid_field, dataset.iid_field
-    users, items, ranks = [], [], []
+    topk = sorted(trainer.config["topk"])
+    tail_mask = split.tail_mask
+    counts = torch.as_tensor(split.item_counts, dtype=torch.float64)
+    n_real_items = int(tail_mask.numel()) - 1  # padding excluded
+    columns = []  # per batch: user, item, rank, tail_prob_gap, then tail share and popularity per k
     for batched_data in eval_data:
         interaction, scores, positive_u, positive_i = trainer._full_sort_batch_eval(batched_data)
         positive_u, positive_i = positive_u.to(scores.device), positive_i.to(scores.device)
         pos_scores = scores[positive_u, positive_i]  # [P]
-        ranks.append(1 + (scores[positive_u] > pos_scores.unsqueeze(1)).sum(dim=1).cpu())
-        users.append(interaction[uid_field].to(scores.device)[positive_u].cpu())
-        items.append(positive_i.cpu())
-    users, items, ranks = torch.cat(users), torch.cat(items), torch.cat(ranks)
+        rank = 1 + (scores[positive_u] > pos_scores.unsqueeze(1)).sum(dim=1)
+        scores = scores[positive_u].float().cpu()  # [P n_items], one row per target
+        top_items = scores.topk(topk[-1], dim=1).indices  # [P kmax], as RecBole's evaluator
+        tail_in_top = tail_mask[top_items].cumsum(dim=1)
+        pop_in_top = counts[top_items].cumsum(dim=1)
+        probs = torch.softmax(scores.double(), dim=1)
+        gap = probs[:, tail_mask].mean(dim=1) - 1.0 / n_real_items
+        users = interaction[uid_field].to(positive_u.device)[positive_u]
+        columns.append([users.cpu(), positive_i.cpu(), rank.cpu(), gap]
+                       + [tail_in_top[:, k - 1].double() / k for k in topk]
+                       + [pop_in_top[:, k - 1] / k for k in topk])
+    columns = [torch.cat(parts) for parts in zip(*columns)]
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        users, items, ranks = _gather_unique_rows(users, items, ranks)
-    is_tail = split.tail_mask[items]
-    return {
+        columns = _gather_unique_rows(columns)
+    users, items, ranks, gap = columns[:4]
+    is_tail = tail_mask[items]
+    per_k = columns[4:]
+    out = {
         "user": dataset.id2token(uid_field, users.numpy()).tolist(),
         "item": dataset.id2token(iid_field, items.numpy()).tolist(),
         "rank": ranks.tolist(),
         "tail": is_tail.tolist(),
+        "tail_prob_gap": [float(f"{v:.6g}") for v in gap.tolist()],
         "tail_user_share": float(is_tail.float().mean()) if len(is_tail) else 0.0,
     }
+    for k, share, pop in zip(topk, per_k[: len(topk)], per_k[len(topk):]):
+        out[f"tailpercentage@{k}"] = [round(v, 6) for v in share.tolist()]
+        out[f"averagepopularity@{k}"] = [round(v, 4) for v in pop.tolist()]
+    return out
 
 
 def _close_distributed(trainer):
@@ -237,18 +260,18 @@ def _close_distributed(trainer):
     torch.distributed.destroy_process_group()
 
 
-def _gather_unique_rows(users, items, ranks):
-    """All processes' (user, item, rank) rows, without the distributed sampler's padding repeats."""
+def _gather_unique_rows(columns):
+    """All processes' rows (columns: user, item, ...), without the distributed sampler's padding repeats."""
     gathered = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, (users, items, ranks))
+    torch.distributed.all_gather_object(gathered, [c.cpu() for c in columns])
     seen, rows = set(), []
     for part in gathered:
-        for user, item, rank in zip(*(t.tolist() for t in part)):
-            if (user, item) not in seen:
-                seen.add((user, item))
-                rows.append((user, item, rank))
-    rows.sort()
-    return tuple(torch.tensor(column) for column in zip(*rows))
+        for row in zip(*(c.tolist() for c in part)):
+            if row[:2] not in seen:
+                seen.add(row[:2])
+                rows.append(row)
+    rows.sort(key=lambda row: row[:2])
+    return [torch.tensor(column) for column in zip(*rows)]
 
 
 def machine_info(config):
@@ -330,7 +353,7 @@ def write_result(config, split, result, ranks, checkpoint):
         "config": _jsonable(config.final_config_dict),
     }
     if config["save_per_user_ranks"]:
-        record["per_user"] = {k: ranks[k] for k in ("user", "item", "rank", "tail")}
+        record["per_user"] = {k: v for k, v in ranks.items() if k != "tail_user_share"}
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(record, f)

@@ -36,6 +36,14 @@ def test_python_api_writes_result_and_reloads_best_checkpoint(model, workdir, ti
     tail = torch.tensor(per_user["tail"])
     assert (ranks[tail] <= 10).double().mean().item() == pytest.approx(
         result["test_result"]["tailhit@10"], abs=1e-4)
+    # per-user top-k diagnostics reproduce the popularity-bias metrics
+    for k in (5, 10):
+        for metric in ("tailpercentage", "averagepopularity"):
+            values = per_user[f"{metric}@{k}"]
+            assert len(values) == 120
+            assert sum(values) / 120 == pytest.approx(result["test_result"][f"{metric}@{k}"], abs=1e-3)
+    gaps = torch.tensor(per_user["tail_prob_gap"])
+    assert gaps.shape == (120,) and torch.isfinite(gaps).all() and (gaps.abs() < 1).all()
 
     # the best checkpoint exists and holds what was tested
     checkpoint = torch.load(record["checkpoint"], weights_only=False)
