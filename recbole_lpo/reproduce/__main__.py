@@ -1,0 +1,85 @@
+"""Reproduce the paper's experiments: ``python -m recbole_lpo.reproduce`` (or benchmarks/reproduce.py).
+
+    python -m recbole_lpo.reproduce --datasets amazon-beauty --profile fast --jobs 2
+    python -m recbole_lpo.reproduce --groups table --seeds 2020 --tables-only
+
+Trains the grid (models x data sets x seeds, see ``catalogue.py``) that is not
+cached yet, then writes under ``--out`` (default ``results/``):
+``<dataset>-<profile>.md`` (Table I, ablations, tuning and selection, p-values),
+``<dataset>-<profile>-*.png`` (sensitivity, frontier, tail-probability
+histogram) and ``efficiency.png`` when ``--epoch-cost`` JSON is given.
+"""
+
+import argparse
+import sys
+
+from recbole_lpo.errors import run_cli
+
+
+def parse_value(text):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None, "~": None}.get(text.lower(), text)
+
+
+def build_parser():
+    from recbole_lpo.reproduce.catalogue import DATASETS, GROUPS, SEEDS
+
+    parser = argparse.ArgumentParser(prog="python -m recbole_lpo.reproduce", description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=[DATASETS[0]], help="data sets (default: amazon-beauty)")
+    parser.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS)
+    parser.add_argument("--labels", nargs="+", help="run only these experiments (labels from catalogue.py)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS),
+                        help="seeds of the multi-seed rows (SASRec, LPO4Rec); other rows use the first")
+    parser.add_argument("--profile", default="fast", help="properties/reproduce/<profile>.yaml: fast or paper")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides for every run (part of each run's cache key)")
+    parser.add_argument("--config_files", nargs="*", default=[], help="YAML files under the profile")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained side by side")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--cache", default="saved/reproduce", help="cache of finished runs and checkpoints")
+    parser.add_argument("--out", default="results", help="folder of the tables and plots")
+    parser.add_argument("--tables-only", action="store_true", help="train nothing; tables from cached runs")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and their cache state")
+    parser.add_argument("--epoch-cost", help="JSON of benchmarks/epoch_cost.py --json: efficiency bar chart")
+    return parser
+
+
+def main(argv=None):
+    from recbole_lpo.reproduce.cache import RunCache
+    from recbole_lpo.reproduce.catalogue import plan
+    from recbole_lpo.reproduce.runner import execute, resolve
+
+    args = build_parser().parse_args(argv)
+    user_overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --set takes KEY=VALUE, got '{item}'")
+        user_overrides[key] = parse_value(value)
+    runs = plan(args.datasets, args.groups, args.seeds, args.profile, args.labels)
+    resolved = resolve(runs, user_overrides, args.config_files)
+    if args.dry_run:
+        cache = RunCache(args.cache)
+        for item in resolved:
+            state = "cached" if cache.get(item.key) else "to train"
+            print(f"{item.key}  {state:8}  {item.run.dataset}  seed {item.run.seed}  {item.run.label}")
+        return
+    failed = {}
+    if not args.tables_only:
+        failed = execute(resolved, args.cache, jobs=args.jobs, threads=args.threads,
+                         log=lambda msg: print(msg, flush=True))
+    from recbole_lpo.reproduce.report import write_reports
+
+    for path in write_reports(resolved, args, user_overrides):
+        print(f"wrote {path}")
+    if failed:
+        print(f"{len(failed)} runs failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()), file=sys.stderr)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,88 @@
+"""Finished runs, cached as JSON under a key of the resolved config and the code.
+
+``run_key`` hashes (a) the run's resolved RecBole config (every key that can
+change a result; machine paths, devices and logging switches left out, and a
+loaded checkpoint named by its producing run's key, not its path) and (b) the
+git commit of the code the model runs: the last commit touching the plugin's
+shared training modules and the model's own module, plus a hash of their
+uncommitted changes. So editing MELT re-runs MELT only; editing a shared
+module re-runs everything; editing tables, plots or tests re-runs nothing.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from recbole_lpo.utils import PROJECT_ROOT
+
+# config keys that cannot change a result
+VOLATILE_KEYS = {
+    "checkpoint_dir", "result_dir", "data_path", "show_progress", "state", "device", "gpu_id", "use_gpu",
+    "local_rank", "nproc", "world_size", "ip", "port", "offset", "single_spec", "log_wandb", "wandb_project",
+    "eval_batch_size", "worker", "save_dataset", "save_dataloaders", "dataset_save_path",
+    "dataloaders_save_path", "ddp_backend", "save_per_user_ranks",
+}
+SHARED_CODE = ["recbole_lpo/__init__.py", "recbole_lpo/compat.py", "recbole_lpo/config.py",
+               "recbole_lpo/utils.py", "recbole_lpo/losses.py", "recbole_lpo/sampling.py",
+               "recbole_lpo/objective.py", "recbole_lpo/trainer.py", "recbole_lpo/quick_start.py",
+               "recbole_lpo/data", "recbole_lpo/evaluation",
+               "recbole_lpo/model/sequential_recommender/preference.py"]
+
+
+def model_code_paths(model):
+    own = Path("recbole_lpo/model/sequential_recommender") / f"{model.lower()}.py"
+    return SHARED_CODE + ([str(own)] if (Path(PROJECT_ROOT) / own).is_file() else [])
+
+
+def _git(*args):
+    out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30)
+    return out.stdout if out.returncode == 0 else None
+
+
+def code_version(model):
+    """Last commit touching the model's code, ``+<hash>`` of uncommitted changes to it."""
+    paths = model_code_paths(model)
+    commit = (_git("log", "-1", "--format=%H", "--", *paths) or "").strip() or "no-git"
+    diff = _git("diff", "HEAD", "--", *paths)
+    if diff:
+        commit += "+" + hashlib.sha256(diff.encode()).hexdigest()[:12]
+    return commit
+
+
+def config_fingerprint(final_config_dict):
+    from recbole_lpo.quick_start import _jsonable
+
+    return {k: _jsonable(v) for k, v in sorted(final_config_dict.items()) if k not in VOLATILE_KEYS}
+
+
+def run_key(config_fields, code):
+    blob = json.dumps({"config": config_fields, "code": code}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+class RunCache:
+    """``<root>/runs/<key>.json``: each finished run's result JSON plus its spec."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.runs = self.root / "runs"
+
+    def path(self, key):
+        return self.runs / f"{key}.json"
+
+    def get(self, key):
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def put(self, key, record):
+        self.runs.mkdir(parents=True, exist_ok=True)
+        tmp = self.path(key).with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(record, f)
+        os.replace(tmp, self.path(key))
+        return self.path(key)

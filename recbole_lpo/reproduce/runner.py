@@ -1,0 +1,153 @@
+"""Run a grid: resolve each run's config and cache key, train what is missing.
+
+Each run trains in its own process through ``run_recbole_lpo`` (early stopping
+on the data set's ``valid_metric``, best checkpoint for test), ``jobs`` at a
+time with ``threads`` threads each; a run waits for the runs whose checkpoints
+it loads (DPO's reference, CITIES's base model). Finished runs land in the
+cache; a finished key is never trained again.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from logging import getLogger
+
+from recbole_lpo.config import Config
+from recbole_lpo.errors import UserInputError
+from recbole_lpo.reproduce.cache import RunCache, code_version, config_fingerprint, run_key
+from recbole_lpo.reproduce.catalogue import load_profile
+
+# glibc returns every large tensor buffer to the OS and page-faults it back on the next
+# batch; keeping freed memory cut an epoch's system time by about half on the CPU
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824",
+              "MALLOC_TOP_PAD_": "268435456"}
+
+
+@dataclass
+class Resolved:
+    run: object
+    key: str
+    config_dict: dict  # what the worker trains with (dependencies' checkpoints still as run keys)
+    config_files: list
+
+
+def base_overrides(run, user_overrides):
+    """Profile < experiment < the user's --set, then the seed."""
+    exp = run.experiment
+    config = dict(load_profile(run.profile))
+    config.update(exp.overrides)
+    config.update(user_overrides or {})
+    config.update({"seed": run.seed, "show_progress": False})
+    return config
+
+
+def resolve(runs, user_overrides=None, config_files=None):
+    """A ``Resolved`` per run, in order; dependencies' checkpoints named ``run:<key>``."""
+    keys, resolved = {}, []
+    for run in runs:
+        exp = run.experiment
+        config_dict = base_overrides(run, user_overrides)
+        for config_key, label in exp.needs.items():
+            dep = next(d for d in run.dependencies() if d.label == label)
+            config_dict[config_key] = f"run:{keys[dep]}"
+        config = Config(model=exp.model, dataset=run.dataset, config_file_list=config_files,
+                        config_dict=config_dict)
+        keys[run] = run_key(config_fingerprint(config.final_config_dict), code_version(exp.model))
+        resolved.append(Resolved(run, keys[run], config_dict, list(config_files or [])))
+    return resolved
+
+
+def execute(resolved, cache_root, jobs=1, threads=1, log=print, poll=1.0):
+    """Train every resolved run missing from the cache. Returns {key: error} of failed runs."""
+    cache = RunCache(cache_root)
+    todo, failed, running = [], {}, {}
+    for item in resolved:
+        if cache.get(item.key) is None and item.key not in {t.key for t in todo}:
+            todo.append(item)
+    log(f"{len(resolved)} runs, {len(resolved) - len(todo)} cached, {len(todo)} to train "
+        f"({jobs} at a time, {threads} threads each)")
+    needs_of = {item.key: [v[4:] for v in item.config_dict.values() if isinstance(v, str) and v.startswith("run:")]
+                for item in resolved}
+    while todo or running:
+        for key, (proc, item, started, log_file) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log_file.close()
+            del running[key]
+            if proc.returncode == 0 and cache.get(key) is not None:
+                log(f"done {item.run.label} / {item.run.dataset} / seed {item.run.seed} "
+                    f"in {time.time() - started:.0f} s")
+            else:
+                failed[key] = f"exit {proc.returncode}, see {log_file.name}"
+                log(f"FAILED {item.run.label} / {item.run.dataset} / seed {item.run.seed}: {failed[key]}")
+        for item in list(todo):
+            if len(running) >= jobs:
+                break
+            deps = needs_of[item.key]
+            if any(d in failed for d in deps):
+                failed[item.key] = "a run it depends on failed"
+                todo.remove(item)
+                log(f"skipped {item.run.label} / seed {item.run.seed}: {failed[item.key]}")
+                continue
+            if any(cache.get(d) is None for d in deps):
+                continue
+            todo.remove(item)
+            running[item.key] = _start(item, cache, threads)
+            log(f"start {item.run.label} / {item.run.dataset} / seed {item.run.seed} (key {item.key})")
+        if running:
+            time.sleep(poll)
+        elif todo:  # nothing running and nothing startable: unresolvable dependencies
+            for item in todo:
+                failed[item.key] = "its dependencies are not in the plan"
+            break
+    return failed
+
+
+def _start(item, cache, threads):
+    config_dict = dict(item.config_dict)
+    for config_key, value in item.config_dict.items():
+        if isinstance(value, str) and value.startswith("run:"):
+            config_dict[config_key] = cache.get(value[4:])["checkpoint"]
+    config_dict.update({"checkpoint_dir": str(cache.root / "checkpoints"),
+                        "result_dir": str(cache.root / "incoming" / item.key)})
+    payload = {"model": item.run.experiment.model, "dataset": item.run.dataset, "config_dict": config_dict,
+               "config_files": item.config_files, "key": item.key, "cache_root": str(cache.root),
+               "threads": threads, "spec": {"label": item.run.label, "dataset": item.run.dataset,
+                                            "seed": item.run.seed, "profile": item.run.profile,
+                                            "config_dict": item.config_dict}}
+    (cache.root / "logs").mkdir(parents=True, exist_ok=True)
+    log_file = open(cache.root / "logs" / f"{item.key}.log", "w")
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), **MALLOC_ENV)
+    proc = subprocess.Popen([sys.executable, "-m", "recbole_lpo.reproduce.worker", json.dumps(payload)],
+                            stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    return proc, item, time.time(), log_file
+
+
+def load_records(resolved, cache_root):
+    """{Run: cached record} for the resolved runs that finished."""
+    cache = RunCache(cache_root)
+    records = {}
+    for item in resolved:
+        record = cache.get(item.key)
+        if record is not None:
+            records[item.run] = record
+    return records
+
+
+def check_comparable(records):
+    """Refuse to put runs with different tail sets in one table."""
+    hashes = {}
+    for run, record in records.items():
+        hashes.setdefault((run.dataset, record["tail_set_hash"]), []).append(run.label)
+    by_dataset = {}
+    for (dataset, digest), labels in hashes.items():
+        by_dataset.setdefault(dataset, []).append((digest, labels))
+    for dataset, entries in by_dataset.items():
+        if len(entries) > 1:
+            detail = "; ".join(f"{digest}: {', '.join(sorted(set(labels))[:3])}" for digest, labels in entries)
+            raise UserInputError(f"results on {dataset} use different tail sets ({detail}): "
+                                 "they cannot share a table")
+    getLogger().debug("tail sets consistent")
