@@ -154,6 +154,18 @@ class Run:
         return [Run(label, self.dataset, self.seed, self.profile) for label in self.experiment.needs.values()]
 
 
+def _priority(label):
+    """Training order: multi-seed rows, the rivals, other Table I rows, then the rest; MELT and
+    CITIES (slowest per epoch) last."""
+    if label in MULTI_SEED:
+        return 0
+    if label in RIVALS:
+        return 1
+    if label in ("MELT", "CITIES"):
+        return 4
+    return 2 if label in TABLE_ROWS else 3
+
+
 def plan(datasets, groups, seeds, profile, labels=None):
     """The runs for ``groups`` (or explicit ``labels``), dependencies first, without repeats.
 
@@ -163,6 +175,7 @@ def plan(datasets, groups, seeds, profile, labels=None):
     if unknown:
         raise UserInputError(f"unknown experiment {unknown[0]!r}: valid labels are {', '.join(EXPERIMENTS)}")
     wanted = list(labels) if labels else [label for g in groups for label in group_labels(g)]
+    wanted = sorted(dict.fromkeys(wanted), key=_priority)
     runs = []
     for dataset in datasets:
         for label in dict.fromkeys(wanted):

@@ -32,6 +32,7 @@ class Resolved:
     key: str
     config_dict: dict  # what the worker trains with (dependencies' checkpoints still as run keys)
     config_files: list
+    code: str  # code_version of the model when the key was made
 
 
 def base_overrides(run, user_overrides):
@@ -53,11 +54,20 @@ def resolve(runs, user_overrides=None, config_files=None):
         for config_key, label in exp.needs.items():
             dep = next(d for d in run.dependencies() if d.label == label)
             config_dict[config_key] = f"run:{keys[dep]}"
-        config = Config(model=exp.model, dataset=run.dataset, config_file_list=config_files,
-                        config_dict=config_dict)
-        keys[run] = run_key(config_fingerprint(config.final_config_dict), code_version(exp.model))
-        resolved.append(Resolved(run, keys[run], config_dict, list(config_files or [])))
+        config = _config_without_argv(exp.model, run.dataset, config_files, config_dict)
+        code = code_version(exp.model)
+        keys[run] = run_key(config_fingerprint(config.final_config_dict), code)
+        resolved.append(Resolved(run, keys[run], config_dict, list(config_files or []), code))
     return resolved
+
+
+def _config_without_argv(model, dataset, config_files, config_dict):
+    """RecBole's Config also reads ``--key=value`` from sys.argv: not the grid's own options."""
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        return Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=config_dict)
+    finally:
+        sys.argv = argv
 
 
 def execute(resolved, cache_root, jobs=1, threads=1, log=print, poll=1.0):
@@ -95,6 +105,10 @@ def execute(resolved, cache_root, jobs=1, threads=1, log=print, poll=1.0):
             if any(cache.get(d) is None for d in deps):
                 continue
             todo.remove(item)
+            if code_version(item.run.experiment.model) != item.code:
+                failed[item.key] = "its code changed after the grid started (run the command again)"
+                log(f"skipped {item.run.label} / seed {item.run.seed}: {failed[item.key]}")
+                continue
             running[item.key] = _start(item, cache, threads)
             log(f"start {item.run.label} / {item.run.dataset} / seed {item.run.seed} (key {item.key})")
         if running:
