@@ -1,5 +1,256 @@
-"""Tables and plots of a finished grid (placeholder while the report is written)."""
+"""Tables of a grid from its cached runs: ``<out>/<dataset>-<profile>.md`` and the plots.
+
+Cells are RecBole's test metrics (best valid checkpoint), mean +- sample std
+over the seeds a row ran with. The best accuracy value per column is bold.
+p-values: paired t-test over TEST USERS (per-user values from the result
+JSONs, averaged over seeds per user) of each LPO4Rec row against the best
+other Table I row of that column.
+"""
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from recbole_lpo.reproduce import catalogue as cat
+from recbole_lpo.reproduce.runner import check_comparable, load_records
+from recbole_lpo.reproduce.stats import mean_std, paired_ttest, seed_mean, select_default
+
+OVERALL = ["hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20"]
+TAIL = ["tail" + m for m in OVERALL]
+BIAS = ["tailpercentage@10", "itemcoverage@10", "averagepopularity@10"]
+SHORT = ["hit@10", "ndcg@10", "tailhit@10", "tailndcg@10", *BIAS]
+NAMES = {"hit": "HR", "ndcg": "NDCG", "tailhit": "tail HR", "tailndcg": "tail NDCG",
+         "tailpercentage": "TailPct", "itemcoverage": "Cov", "averagepopularity": "AvgPop"}
+LPO_ROWS = ("LPO4Rec (paper)", "LPO4Rec")
+
+
+def header(metric):
+    name, _, k = metric.partition("@")
+    return f"{NAMES.get(name, name)}@{k}"
+
+
+class Grid:
+    """The finished runs of one data set: label -> records over seeds, keys, selection."""
+
+    def __init__(self, dataset, resolved, records):
+        self.dataset = dataset
+        self.rows = defaultdict(list)
+        self.keys = defaultdict(list)
+        for item in resolved:
+            if item.run.dataset == dataset and item.run in records:
+                self.rows[item.run.label].append(records[item.run])
+                self.keys[item.run.label].append(item.key)
+        self.selection = self._select()
+
+    def has(self, label):
+        return bool(self.rows.get(label))
+
+    def first_seed(self, label):
+        return self.rows[label][0] if self.has(label) else None
+
+    def _select(self):
+        """Per tuned family: the setting chosen on validation (see stats.select_default)."""
+        out = {}
+        if not self.has("SASRec"):
+            return out
+        baseline = [r["best_valid_result"]["ndcg@10"] for r in self.rows["SASRec"]]
+        for family in cat.TUNING_FAMILIES:
+            labels = [label for label in cat.tuning_labels(family) if self.has(label)]
+            if not labels:
+                continue
+            candidates = [(label, self.first_seed(label)["best_valid_result"]) for label in labels]
+            chosen, threshold, qualifying = select_default(candidates, baseline)
+            out[family] = {"selected": chosen, "threshold": threshold, "qualifying": qualifying,
+                           "candidates": candidates, "complete": len(labels) == len(cat.tuning_labels(family))}
+        return out
+
+    def table_label(self, label):
+        """Table I shows each rival at its selected setting."""
+        if label in cat.RIVALS and label in self.selection:
+            return self.selection[label]["selected"]
+        return label
+
+    def table_rows(self):
+        rows = []
+        for label in cat.TABLE_ROWS:
+            shown = self.table_label(label)
+            if label == "LPO4Rec" and self.keys.get("LPO4Rec") == self.keys.get("LPO4Rec (paper)"):
+                continue  # the YAML defaults are the paper's values: one row
+            rows.append((label, shown))
+        return rows
+
+
+def cell(records, metric):
+    values = [r["test_result"].get(metric) for r in records]
+    if any(v is None for v in values):
+        return None, None, "n/a"
+    mean, std = mean_std(values)
+    text = f"{mean:.4f}" if metric != "averagepopularity@10" else f"{mean:.2f}"
+    if len(values) > 1:
+        text += f" ± {std:.4f}" if metric != "averagepopularity@10" else f" ± {std:.2f}"
+    return mean, std, text
+
+
+def markdown_table(grid, rows, metrics, bold=True):
+    """rows: [(row name, label)] -> Markdown with the best accuracy mean per column in bold."""
+    lines = ["| model | seeds | epochs (best) | " + " | ".join(header(m) for m in metrics) + " |",
+             "|---|---|---|" + "---|" * len(metrics)]
+    best = {}
+    if bold:
+        for m in metrics:
+            if m in BIAS:
+                continue
+            means = [cell(grid.rows[label], m)[0] for _, label in rows if grid.has(label)]
+            means = [v for v in means if v is not None]
+            best[m] = max(means) if means else None
+    for name, label in rows:
+        shown = name if name == label else f"{name} ({label.split(' ', 1)[1]})"
+        if not grid.has(label):
+            lines.append(f"| {shown} | not run | | " + " | ".join("—" for _ in metrics) + " |")
+            continue
+        records = grid.rows[label]
+        epochs = ", ".join(f"{r['epochs_trained']} ({r['best_epoch']})" for r in records)
+        cells = []
+        for m in metrics:
+            mean, _, text = cell(records, m)
+            cells.append(f"**{text}**" if mean is not None and best.get(m) is not None
+                         and round(mean, 6) == round(best[m], 6) else text)
+        lines.append(f"| {shown} | {len(records)} | {epochs} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ttest_rows(grid, metrics):
+    """Markdown rows: p of each LPO4Rec row against the best other Table I row per metric."""
+    others = [(name, label) for name, label in grid.table_rows() if name not in LPO_ROWS and grid.has(label)]
+    lines = []
+    for name, label in grid.table_rows():
+        if name not in LPO_ROWS or not grid.has(label):
+            continue
+        cells = []
+        for m in metrics:
+            ours = seed_mean(grid.rows[label], m)
+            scored = [(cell(grid.rows[lab], m)[0], n, lab) for n, lab in others]
+            scored = [s for s in scored if s[0] is not None]
+            if ours is None or not scored:
+                cells.append("n/a")
+                continue
+            _, rival_name, rival_label = max(scored)
+            n, diff, t, p = paired_ttest(ours, seed_mean(grid.rows[rival_label], m))
+            test = "no variance" if math.isnan(p) else f"p={p:.2g}"
+            cells.append(f"{diff:+.4f} vs {rival_name}, {test} (n={n})")
+        lines.append(f"| {name}: diff, paired t-test | | | " + " | ".join(cells) + " |")
+    return lines
+
+
+def provenance(grid):
+    records = [r for rows in grid.rows.values() for r in rows]
+    commits = sorted({r["git_commit"] or "unknown" for r in records})
+    machines = sorted({f"{r['machine']['processor']} x{r['machine']['cpu_count']}, "
+                       f"{r['machine'].get('gpu') or r['machine']['device']}, torch {r['machine']['torch']}, "
+                       f"{r['machine']['torch_threads']} threads" for r in records})
+    first = records[0]
+    return [f"- runs: {len(records)}; commits: {', '.join(commits)}",
+            f"- machines: {'; '.join(machines)}",
+            f"- tail set: {first['n_tail_items']} tail items (tail_ratio {first['tail_ratio']}), hash "
+            f"{first['tail_set_hash']}; {100 * first['tail_user_share']:.2f} % of test users have a tail target"]
+
+
+def selection_section(grid):
+    lines = ["## Tuning and selected defaults (validation only)", "",
+             "Each model gets the same budget of settings (first = its default or the paper's values). "
+             "Selected: the highest valid tail NDCG@10 among settings whose valid NDCG@10 is at least "
+             "SASRec's mean minus one std over seeds (first seed of every candidate).", ""]
+    if not grid.selection:
+        return lines + ["Not available: SASRec or the tuning runs have not finished.", ""]
+    lines += ["| family | setting | valid NDCG@10 | valid tail NDCG@10 | qualifies | selected | "
+              "test HR@10 | test tail HR@10 |", "|---|---|---|---|---|---|---|---|"]
+    for family, sel in grid.selection.items():
+        for label, valid in sel["candidates"]:
+            test = grid.first_seed(label)["test_result"]
+            lines.append(f"| {family} | {label} | {valid['ndcg@10']:.4f} | {valid['tailndcg@10']:.4f} | "
+                         f"{'yes' if label in sel['qualifying'] else 'no'} | "
+                         f"{'**selected**' if label == sel['selected'] else ''} | {test['hit@10']:.4f} | "
+                         f"{test['tailhit@10']:.4f} |")
+    lines.append("")
+    for family, sel in grid.selection.items():
+        note = "" if sel["qualifying"] else " (none qualifies: the default is kept)"
+        incomplete = "" if sel["complete"] else " (grid incomplete)"
+        lines.append(f"- {family}: threshold {sel['threshold']:.4f}, selected **{sel['selected']}**{note}"
+                     f"{incomplete}")
+    lpo = grid.selection.get("LPO4Rec")
+    if lpo:
+        chosen = cat.EXPERIMENTS[lpo["selected"]].overrides
+        lines.append("- LPO4Rec's selected values: " + ", ".join(f"{k}={v}" for k, v in chosen.items()
+                                                                  if k in ("lpo_lambda", "lpo_tau")))
+    return lines + [""]
+
+
+def sensitivity_rows(grid):
+    rows = []
+    for key, values in cat.SWEEPS.items():
+        for value in values:
+            label = cat.sweep_label(key, value)
+            rows.append((f"{key}={value}", label))
+    return rows
+
+
+def write_dataset_report(grid, args, user_overrides, out):
+    lines = [f"# {grid.dataset}: profile `{args.profile}`", "",
+             f"Produced by `python -m recbole_lpo.reproduce --datasets {grid.dataset} --profile {args.profile}"
+             + (f" --set {' '.join(f'{k}={v}' for k, v in user_overrides.items())}" if user_overrides else "")
+             + f" --seeds {' '.join(map(str, args.seeds))}` (the tables regenerate from the run cache with "
+             "`--tables-only`). Test split, best valid NDCG@10 checkpoint; mean ± sample std over seeds; "
+             "epochs = trained (best). Bold: best accuracy per column (popularity-bias columns are not "
+             "ranked: more tail items is not better in itself).", "", *provenance(grid), ""]
+    rows = grid.table_rows()
+    for title, metrics in (("Table I: overall", OVERALL), ("Table I: tail (test users with a tail target)", TAIL),
+                           ("Table I: popularity bias (top-10)", BIAS)):
+        lines += [f"## {title}", "", markdown_table(grid, rows, metrics)]
+        if metrics is not BIAS:
+            lines += ttest_rows(grid, metrics)
+        lines.append("")
+    lines += ["p-values: paired t-test over test users (per-user values averaged over seeds) of the LPO4Rec row "
+              "against the best other row of the column; diff = LPO4Rec minus that row.", ""]
+    lines += selection_section(grid)
+    lines += ["## Ablations (paper Table II)", "",
+              markdown_table(grid, [(label, label) for label in cat.ABLATION_ROWS], SHORT), ""]
+    lines += ["## Sensitivity (paper Fig. 4; one key at a time around the paper's values)", "",
+              markdown_table(grid, sensitivity_rows(grid), SHORT, bold=False), ""]
+    written = []
+    from recbole_lpo.reproduce import plots
+
+    figures = plots.dataset_figures(grid, out, f"{grid.dataset}-{args.profile}")
+    if figures is None:
+        lines += ["Plots skipped: matplotlib is not installed (`pip install -e .[plots]`).", ""]
+    else:
+        lines += ["## Figures", ""] + [f"![{name}]({Path(path).name})" for name, path in figures]
+        lines += ["", *plots.tail_probability_summary(grid), ""]
+        written += [path for _, path in figures]
+    path = Path(out) / f"{grid.dataset}-{args.profile}.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with open(Path(out) / f"{grid.dataset}-{args.profile}-selection.json", "w", encoding="utf-8") as f:
+        json.dump({family: {k: v for k, v in sel.items() if k != "candidates"}
+                   for family, sel in grid.selection.items()}, f, indent=1)
+    return [str(path)] + written
 
 
 def write_reports(resolved, args, user_overrides):
-    return []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = load_records(resolved, args.cache)
+    check_comparable(records)
+    written = []
+    for dataset in dict.fromkeys(item.run.dataset for item in resolved):
+        grid = Grid(dataset, resolved, records)
+        if grid.rows:
+            written += write_dataset_report(grid, args, user_overrides, out)
+    if getattr(args, "epoch_cost", None):
+        from recbole_lpo.reproduce import plots
+
+        path = plots.efficiency(args.epoch_cost, out / "efficiency.png")
+        if path:
+            written.append(str(path))
+    return written
+
+

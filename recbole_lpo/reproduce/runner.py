@@ -77,7 +77,8 @@ def execute(resolved, cache_root, jobs=1, threads=1, log=print, poll=1.0):
     for item in resolved:
         if cache.get(item.key) is None and item.key not in {t.key for t in todo}:
             todo.append(item)
-    log(f"{len(resolved)} runs, {len(resolved) - len(todo)} cached, {len(todo)} to train "
+    unique = {item.key for item in resolved}
+    log(f"{len(unique)} runs, {len(unique) - len(todo)} cached, {len(todo)} to train "
         f"({jobs} at a time, {threads} threads each)")
     needs_of = {item.key: [v[4:] for v in item.config_dict.values() if isinstance(v, str) and v.startswith("run:")]
                 for item in resolved}

@@ -1,0 +1,79 @@
+"""Per-user metrics from result JSONs, the paired t-test over test users, default selection."""
+
+import math
+import statistics
+
+import numpy as np
+from scipy import stats
+
+from recbole_lpo.errors import UserInputError
+
+
+def per_user_values(record, metric):
+    """{user token: value} of ``metric`` ('hit@10', 'tailndcg@5', 'tailpercentage@10', ...) for the
+    run's test users; tail metrics only over users whose test item is tail. Their mean over users is
+    RecBole's reported value. None for metrics that are not a mean over users (ItemCoverage)."""
+    per_user = record.get("per_user")
+    if per_user is None:
+        raise UserInputError(f"result of {record['model']} has no per-user ranks (save_per_user_ranks: False)")
+    name, _, k = metric.partition("@")
+    users = per_user["user"]
+    if name in ("tailpercentage", "averagepopularity"):
+        values = per_user.get(metric)
+        return None if values is None else dict(zip(users, values))
+    if name not in ("hit", "ndcg", "tailhit", "tailndcg"):
+        return None
+    k = int(k)
+    keep = per_user["tail"] if name.startswith("tail") else [True] * len(users)
+    out = {}
+    for user, rank, kept in zip(users, per_user["rank"], keep):
+        if kept:
+            hit = rank <= k
+            out[user] = float(hit) if name.endswith("hit") else (1.0 / math.log2(rank + 1) if hit else 0.0)
+    return out
+
+
+def seed_mean(records, metric):
+    """Per-user values averaged over the records (seeds) of one row; users present in all of them."""
+    maps = [per_user_values(r, metric) for r in records]
+    if any(m is None for m in maps):
+        return None
+    users = set(maps[0]).intersection(*maps[1:])
+    return {u: sum(m[u] for m in maps) / len(maps) for u in users}
+
+
+def paired_ttest(a, b):
+    """Paired t-test of {user: value} maps ``a`` and ``b`` over their common users.
+
+    Returns (n users, mean of a - b, t, two-sided p); t and p are NaN when the
+    differences are all equal (no variance) or fewer than two users pair up.
+    """
+    users = sorted(set(a) & set(b))
+    x = np.array([a[u] for u in users], dtype=float)
+    y = np.array([b[u] for u in users], dtype=float)
+    if len(users) < 2 or np.all(x - y == (x - y)[0]):
+        return len(users), float(np.mean(x - y)) if len(users) else math.nan, math.nan, math.nan
+    t, p = stats.ttest_rel(x, y)
+    return len(users), float(np.mean(x - y)), float(t), float(p)
+
+
+def mean_std(values):
+    """Mean and sample standard deviation (0 for one value)."""
+    values = [float(v) for v in values]
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def select_default(candidates, baseline_valid, metric="ndcg@10", target="tailndcg@10"):
+    """The candidate with the highest valid ``target`` among those whose valid ``metric`` is at
+    least mean - std of ``baseline_valid`` (SASRec over seeds).
+
+    ``candidates``: [(label, best_valid_result)] with the family's default first. Returns
+    (selected label, threshold, qualifying labels); with none qualifying, the default.
+    """
+    mean, std = mean_std(baseline_valid)
+    threshold = mean - std
+    qualifying = [(label, result) for label, result in candidates if result[metric] >= threshold]
+    if not qualifying:
+        return candidates[0][0], threshold, []
+    best = max(qualifying, key=lambda item: item[1][target])
+    return best[0], threshold, [label for label, _ in qualifying]

@@ -1,0 +1,150 @@
+"""The reproduction grid (recbole_lpo.reproduce) on the tiny fixture: two models, one seed, one epoch."""
+
+import json
+import math
+import random
+import subprocess
+import sys
+
+import pytest
+from scipy import stats
+
+from conftest import FIXTURES, ROOT, TINY_YAML
+from recbole_lpo.errors import UserInputError
+from recbole_lpo.reproduce import catalogue
+from recbole_lpo.reproduce.stats import paired_ttest, per_user_values, select_default
+
+LABELS = ["SASRec", "LPO4Rec (paper)"]
+
+
+def grid_command(workdir, *extra, labels=LABELS):
+    return [sys.executable, "-m", "recbole_lpo.reproduce", "--datasets", "tiny", "--labels", *labels,
+            "--seeds", "2020", "--config_files", TINY_YAML, "--cache", str(workdir / "cache"),
+            "--out", str(workdir / "out"), "--set", f"data_path={FIXTURES}", "epochs=1", *extra]
+
+
+def run_grid(workdir, *extra, labels=LABELS):
+    out = subprocess.run(grid_command(workdir, *extra, labels=labels), capture_output=True, text=True,
+                         cwd=workdir, timeout=600)
+    return out
+
+
+@pytest.fixture(scope="module")
+def finished_grid(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("grid")
+    out = run_grid(workdir)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return workdir, out
+
+
+def cached_records(workdir):
+    return {p.stem: json.loads(p.read_text()) for p in (workdir / "cache" / "runs").glob("*.json")}
+
+
+def test_grid_trains_writes_tables_and_plots(finished_grid):
+    workdir, out = finished_grid
+    assert "2 runs, 0 cached, 2 to train" in out.stdout
+    records = cached_records(workdir)
+    assert sorted(r["reproduce"]["label"] for r in records.values()) == sorted(LABELS)
+    for key, record in records.items():
+        assert record["reproduce"]["key"] == key and record["epochs_trained"] == 1
+        # the table's per-user values reproduce RecBole's reported metrics
+        hits = per_user_values(record, "hit@10")
+        assert sum(hits.values()) / len(hits) == pytest.approx(record["test_result"]["hit@10"], abs=1e-4)
+        tail = per_user_values(record, "tailndcg@10")
+        assert len(tail) == sum(record["per_user"]["tail"])
+        assert sum(tail.values()) / len(tail) == pytest.approx(record["test_result"]["tailndcg@10"], abs=1e-4)
+    report = (workdir / "out" / "tiny-fast.md").read_text()
+    assert "profile `fast`" in report
+    for label in LABELS:
+        assert f"| {label} | 1 | 1 (0) |" in report
+    assert "| GRU4Rec | not run |" in report
+    assert "diff, paired t-test" in report
+    for name in ("frontier", "tail-probability"):
+        png = workdir / "out" / f"tiny-fast-{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cache_skips_finished_runs_and_reruns_changed_config(finished_grid):
+    workdir, _ = finished_grid
+    before = {k: (workdir / "cache" / "runs" / f"{k}.json").stat().st_mtime_ns for k in cached_records(workdir)}
+    again = run_grid(workdir)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "2 runs, 2 cached, 0 to train" in again.stdout
+    assert {k: (workdir / "cache" / "runs" / f"{k}.json").stat().st_mtime_ns for k in before} == before
+
+    changed = run_grid(workdir, "learning_rate=0.01", labels=["SASRec"])
+    assert changed.returncode == 0, changed.stderr[-2000:]
+    assert "1 runs, 0 cached, 1 to train" in changed.stdout
+    new = set(cached_records(workdir)) - set(before)
+    assert len(new) == 1
+    assert cached_records(workdir)[new.pop()]["config"]["learning_rate"] == 0.01
+
+
+def test_tables_refuse_mixed_tail_sets(finished_grid, tmp_path):
+    workdir, _ = finished_grid
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir / "cache", copy / "cache")
+    path = next(p for p in (copy / "cache" / "runs").glob("*.json")
+                if json.loads(p.read_text())["reproduce"]["label"] == "SASRec"
+                and json.loads(p.read_text())["config"]["learning_rate"] != 0.01)
+    record = json.loads(path.read_text())
+    record["tail_set_hash"] = "0" * 16
+    path.write_text(json.dumps(record))
+    out = run_grid(copy, "--tables-only")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("error: results on tiny use different tail sets")
+    assert not (copy / "out").exists() or not list((copy / "out").glob("*.md"))
+
+
+def test_paired_ttest_matches_scipy_over_users():
+    rng = random.Random(0)
+    users = [f"u{i}" for i in range(50)]
+    a = {u: rng.random() for u in users}
+    b = {u: a[u] - 0.1 + 0.2 * rng.random() for u in users}
+    b["only_in_b"] = 5.0  # unpaired users are ignored
+    shuffled = dict(sorted(b.items(), key=lambda _: rng.random()))
+    n, diff, t, p = paired_ttest(a, shuffled)
+    expected = stats.ttest_rel([a[u] for u in users], [b[u] for u in users])
+    assert n == 50
+    assert t == pytest.approx(expected.statistic) and p == pytest.approx(expected.pvalue)
+    assert diff == pytest.approx(sum(a[u] - b[u] for u in users) / 50)
+    # hand check on a tiny case: differences (1, 2, 3) -> t = mean / (sd / sqrt(n)) = 2 / (1 / sqrt(3))
+    n, diff, t, p = paired_ttest({"x": 1, "y": 2, "z": 3}, {"x": 0, "y": 0, "z": 0})
+    assert (n, diff) == (3, 2.0) and t == pytest.approx(2 * math.sqrt(3))
+    # identical differences: no variance, no test
+    assert math.isnan(paired_ttest({"x": 1, "y": 2}, {"x": 0, "y": 1})[3])
+
+
+def test_selection_rule_on_validation():
+    sasrec = [0.030, 0.032, 0.034]  # mean 0.032, std 0.002 -> threshold 0.030
+    candidates = [("paper", {"ndcg@10": 0.020, "tailndcg@10": 0.050}),  # best tail, fails the bar
+                  ("a", {"ndcg@10": 0.031, "tailndcg@10": 0.020}),
+                  ("b", {"ndcg@10": 0.030, "tailndcg@10": 0.025}),  # exactly at the bar: qualifies
+                  ("c", {"ndcg@10": 0.036, "tailndcg@10": 0.010})]
+    chosen, threshold, qualifying = select_default(candidates, sasrec)
+    assert threshold == pytest.approx(0.030) and chosen == "b" and qualifying == ["a", "b", "c"]
+    chosen, _, qualifying = select_default(candidates[:1], sasrec)
+    assert chosen == "paper" and qualifying == []
+
+
+def test_catalogue_plan_orders_dependencies_and_seeds():
+    runs = catalogue.plan(["amazon-beauty"], ["table"], [1, 2, 3], "fast", labels=["DPO", "LPO4Rec (paper)"])
+    labels = [(r.label, r.seed) for r in runs]
+    assert labels.index(("SASRec", 1)) < labels.index(("DPO", 1))  # the reference trains first
+    assert [s for label, s in labels if label == "LPO4Rec (paper)"] == [1, 2, 3]
+    assert [s for label, s in labels if label == "DPO"] == [1]
+    with pytest.raises(UserInputError, match="unknown experiment 'LPO'"):
+        catalogue.plan(["amazon-beauty"], ["table"], [1], "fast", labels=["LPO"])
+    with pytest.raises(UserInputError, match="unknown profile 'slow': valid profiles are fast, paper"):
+        catalogue.load_profile("slow")
+    # equal tuning budget for LPO4Rec and every rival
+    assert {len(catalogue.tuning_labels(f)) for f in catalogue.TUNING_FAMILIES} == {3}
+
+
+def test_benchmark_script_is_the_same_cli():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reproduce.py"), "--help"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "--tables-only" in out.stdout
