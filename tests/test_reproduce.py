@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import random
 import subprocess
 import sys
@@ -148,3 +149,19 @@ def test_benchmark_script_is_the_same_cli():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reproduce.py"), "--help"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "--tables-only" in out.stdout
+
+
+def test_run_locks_are_shared_between_grid_commands(tmp_path):
+    from recbole_lpo.reproduce.cache import RunCache
+    from recbole_lpo.reproduce.runner import _live_locks, _lock_path, _locked
+
+    cache = RunCache(tmp_path)
+    assert _live_locks(cache) == 0
+    _lock_path(cache, "alive").parent.mkdir(parents=True)
+    _lock_path(cache, "alive").write_text(str(os.getpid()))  # a live process trains "alive"
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    _lock_path(cache, "stale").write_text(str(finished.pid))  # its process is gone
+    assert _locked(cache, "alive") and not _locked(cache, "stale")
+    assert not _lock_path(cache, "stale").exists()  # stale locks are cleared
+    assert _live_locks(cache) == 1

@@ -155,15 +155,17 @@ class Run:
 
 
 def _priority(label):
-    """Training order: multi-seed rows, the rivals, other Table I rows, then the rest; MELT and
-    CITIES (slowest per epoch) last."""
+    """Training order: multi-seed rows, the rivals, the other Table I rows, the tuning grid,
+    ablations, then sensitivity points."""
     if label in MULTI_SEED:
         return 0
     if label in RIVALS:
         return 1
-    if label in ("MELT", "CITIES"):
-        return 4
-    return 2 if label in TABLE_ROWS else 3
+    if label in TABLE_ROWS:
+        return 2
+    if label in group_labels("tuning"):
+        return 3
+    return 4 if label in ABLATION_ROWS else 5
 
 
 def plan(datasets, groups, seeds, profile, labels=None):

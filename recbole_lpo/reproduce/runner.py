@@ -4,7 +4,9 @@ Each run trains in its own process through ``run_recbole_lpo`` (early stopping
 on the data set's ``valid_metric``, best checkpoint for test), ``jobs`` at a
 time with ``threads`` threads each; a run waits for the runs whose checkpoints
 it loads (DPO's reference, CITIES's base model). Finished runs land in the
-cache; a finished key is never trained again.
+cache; a finished key is never trained again. A run in training holds a lock
+(``<cache>/running/<key>``, the worker's pid), so two grid commands can share a
+cache: each waits for the other's runs instead of training them twice.
 """
 
 import json
@@ -71,7 +73,8 @@ def _config_without_argv(model, dataset, config_files, config_dict):
 
 
 def execute(resolved, cache_root, jobs=1, threads=1, log=print, poll=1.0):
-    """Train every resolved run missing from the cache. Returns {key: error} of failed runs."""
+    """Train every resolved run missing from the cache, at most ``jobs`` trainings on this cache
+    at once (counting other grid commands' runs). Returns {key: error} of failed runs."""
     cache = RunCache(cache_root)
     todo, failed, running = [], {}, {}
     for item in resolved:
@@ -87,6 +90,7 @@ def execute(resolved, cache_root, jobs=1, threads=1, log=print, poll=1.0):
             if proc.poll() is None:
                 continue
             log_file.close()
+            _unlock(cache, key)
             del running[key]
             if proc.returncode == 0 and cache.get(key) is not None:
                 log(f"done {item.run.label} / {item.run.dataset} / seed {item.run.seed} "
@@ -94,8 +98,16 @@ def execute(resolved, cache_root, jobs=1, threads=1, log=print, poll=1.0):
             else:
                 failed[key] = f"exit {proc.returncode}, see {log_file.name}"
                 log(f"FAILED {item.run.label} / {item.run.dataset} / seed {item.run.seed}: {failed[key]}")
+        waiting = False  # on a run another grid command is training in the same cache
         for item in list(todo):
-            if len(running) >= jobs:
+            if cache.get(item.key) is not None:
+                todo.remove(item)
+                log(f"done elsewhere {item.run.label} / {item.run.dataset} / seed {item.run.seed}")
+                continue
+            if _locked(cache, item.key):
+                waiting = True
+                continue
+            if _live_locks(cache) >= jobs:  # trainings on this cache, by any grid command
                 break
             deps = needs_of[item.key]
             if any(d in failed for d in deps):
@@ -104,6 +116,7 @@ def execute(resolved, cache_root, jobs=1, threads=1, log=print, poll=1.0):
                 log(f"skipped {item.run.label} / seed {item.run.seed}: {failed[item.key]}")
                 continue
             if any(cache.get(d) is None for d in deps):
+                waiting = waiting or any(_locked(cache, d) for d in deps)
                 continue
             todo.remove(item)
             if code_version(item.run.experiment.model) != item.code:
@@ -112,13 +125,43 @@ def execute(resolved, cache_root, jobs=1, threads=1, log=print, poll=1.0):
                 continue
             running[item.key] = _start(item, cache, threads)
             log(f"start {item.run.label} / {item.run.dataset} / seed {item.run.seed} (key {item.key})")
-        if running:
+        if running or waiting:
             time.sleep(poll)
         elif todo:  # nothing running and nothing startable: unresolvable dependencies
             for item in todo:
                 failed[item.key] = "its dependencies are not in the plan"
             break
     return failed
+
+
+def _lock_path(cache, key):
+    return cache.root / "running" / key
+
+
+def _locked(cache, key):
+    """Whether a live process (of any grid command on this cache) is training ``key``."""
+    path = _lock_path(cache, key)
+    try:
+        pid = int(path.read_text())
+    except (OSError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        path.unlink(missing_ok=True)  # stale: its process died
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _live_locks(cache):
+    folder = cache.root / "running"
+    return sum(_locked(cache, path.name) for path in folder.iterdir()) if folder.is_dir() else 0
+
+
+def _unlock(cache, key):
+    _lock_path(cache, key).unlink(missing_ok=True)
 
 
 def _start(item, cache, threads):
@@ -138,6 +181,8 @@ def _start(item, cache, threads):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), **MALLOC_ENV)
     proc = subprocess.Popen([sys.executable, "-m", "recbole_lpo.reproduce.worker", json.dumps(payload)],
                             stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    _lock_path(cache, item.key).parent.mkdir(parents=True, exist_ok=True)
+    _lock_path(cache, item.key).write_text(str(proc.pid))
     return proc, item, time.time(), log_file
 
 
