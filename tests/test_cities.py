@@ -6,11 +6,13 @@ import os
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from recbole_lpo.compat import trusted_load
 from recbole_lpo.data.head_tail import head_tail_split
 from recbole_lpo.errors import UserInputError
-from recbole_lpo.model.sequential_recommender.cities import item_contexts, training_sequences
+from recbole_lpo.model.sequential_recommender.cities import (ContextInference, _masked_mean, _padding_mask,
+                                                              item_contexts, training_sequences)
 from recbole_lpo.quick_start import run_recbole_lpo
 from recbole_lpo.utils import get_model
 
@@ -34,6 +36,33 @@ def test_contexts_mask_the_item_and_stop_at_sequence_ends():
         [1, 2, 9, 0, 0],
         [0, 0, 9, 1, 0],
     ]
+
+
+def test_context_interpreter_encodes_only_the_runs():
+    """h(c) from the runs of items only (grouped by length) equals h(c) over the whole padded window."""
+    torch.manual_seed(0)
+    g = ContextInference(16, 7, n_layers=2, n_heads=2, inner_size=32, hidden_dropout_prob=0.2,
+                         attn_dropout_prob=0.5, hidden_act="gelu", layer_norm_eps=1e-12)
+    torch.nn.init.normal_(g.position_weight, 1.0, 0.5)  # distinct a_p: a shifted position would show
+    table = torch.randn(11, 16)  # items 1..9, row 0 padding, row 10 = MASK
+    table[0] = 0
+    sequences = [[1, 2, 3, 4, 5, 6, 7, 8, 9], [3, 1], [2, 9, 4], [5, 6, 7, 8], [9, 1, 2, 3, 4]]
+    contexts, _ = item_contexts(sequences, window=3, mask_id=10)  # [N 7], runs of 2..7 items
+    contexts = contexts[torch.randperm(len(contexts))]
+    lengths = (contexts != 0).sum(1)
+    assert lengths.min() == 2 and lengths.max() == 7 and len(contexts) > 8
+    g.eval()
+    with torch.no_grad():
+        got = g.interpret(table, contexts)
+        valid = contexts != 0
+        x = F.embedding(contexts, table) * g.position_weight.unsqueeze(-1) + g.position_embedding.weight
+        x = g.context_encoder(g.LayerNorm(x), _padding_mask(valid), output_all_encoded_layers=False)[-1]
+        assert torch.allclose(got, _masked_mean(x, valid), atol=1e-5)
+    # training mode: gradients reach a_p, P_p and MASK through the same path
+    g.train()
+    table = table.clone().requires_grad_(True)
+    g.interpret(table, contexts).sum().backward()
+    assert g.position_weight.grad.abs().min() > 0 and table.grad[10].abs().sum() > 0
 
 
 def test_training_sequences_are_the_training_split(workdir, tiny_config):

@@ -1,5 +1,6 @@
 """MELT: its head/tail rules, both branches in training, the item and user branch at inference."""
 
+import json
 import math
 import os
 
@@ -9,7 +10,10 @@ import torch
 from recbole_lpo.data.head_tail import head_tail_split
 from recbole_lpo.errors import UserInputError
 
-from conftest import build_model, cli_on_fixture, train_losses
+from recbole_lpo.compat import trusted_load
+from recbole_lpo.quick_start import run_recbole_lpo
+
+from conftest import TINY_YAML, build_model, cli_on_fixture, train_losses
 
 
 def _setup(tiny_config, **overrides):
@@ -65,7 +69,8 @@ def test_item_rule_key_leaves_the_metric_split_alone(workdir, tiny_config):
 
 
 @pytest.mark.parametrize("key,value", [("melt_item_head_ratio", 1.5), ("melt_user_head_ratio", 0.0),
-                                       ("melt_lambda_u", -0.1), ("melt_curriculum_epochs", 0)])
+                                       ("melt_lambda_u", -0.1), ("melt_curriculum_epochs", 0),
+                                       ("melt_estimate_input", "mean"), ("melt_branch_init", "zeros")])
 def test_invalid_keys(key, value, workdir, tiny_config):
     with pytest.raises(UserInputError, match=key):
         _setup(tiny_config, **{key: value})
@@ -114,8 +119,9 @@ def test_curriculum_weights(workdir, tiny_config):
     assert torch.allclose(model.item_weights(items).double(), expected, atol=1e-6)
 
 
-def test_inference_tail_items_come_from_the_item_branch(workdir, tiny_config):
-    _, model, data, valid_data = _setup(tiny_config)
+@pytest.mark.parametrize("estimate_input", ["enhanced", "plain"])
+def test_inference_tail_items_come_from_the_item_branch(estimate_input, workdir, tiny_config):
+    _, model, data, valid_data = _setup(tiny_config, melt_estimate_input=estimate_input)
     train_losses(model, data, steps=4)
     model.eval()
     table = model.item_table()
@@ -125,12 +131,17 @@ def test_inference_tail_items_come_from_the_item_branch(workdir, tiny_config):
     estimated = model.estimated_items
     assert len(estimated) == int(model.tail_item_mask.sum())  # every tail item has contexts here
     assert ((table[estimated] - raw[estimated]).abs().sum(1) > 1e-3).all()
-    # by hand, Eq. 10 with gamma 0: T_I(mean of f over all of C_i)
+    # by hand, Eq. 10 with gamma 0: T_I(x_i), r_i = mean of f over all of C_i, x_i = T_U(r_i) + beta r_i
+    # (the input T_I is trained on, Eq. 12) or r_i (Alg. 1 line 8)
     item = int(estimated[0])
     lo, hi = int(model.context_offset[item]), int(model.context_offset[item + 1])
     with torch.no_grad():
         r_i = model.forward(model.context_seq[lo:hi], model.context_len[lo:hi]).mean(0)
-        assert torch.allclose(table[item], model.item_branch(r_i), atol=1e-5)
+        enhanced = model.user_branch(r_i) + model.beta * r_i
+        x_i = enhanced if estimate_input == "enhanced" else r_i
+        assert torch.allclose(table[item], model.item_branch(x_i), atol=1e-5)
+        other = r_i if estimate_input == "enhanced" else enhanced
+        assert not torch.allclose(table[item], model.item_branch(other), atol=1e-3)
         # the scores use this table, for the history and the candidates alike
         interaction = _eval_batch(valid_data)
         scores = model.full_sort_predict(interaction)
@@ -160,6 +171,60 @@ def test_inference_tail_users_go_through_the_user_branch(workdir, tiny_config):
         after = model.full_sort_predict(interaction)
     assert torch.equal(after[~tail], before[~tail])
     assert not torch.allclose(after[tail], before[tail])
+
+
+def test_branch_init(workdir, tiny_config):
+    # default: N(0, initializer_range) as SASRec's own layers; xavier: the authors' Xavier-normal
+    _, model, _, _ = _setup(tiny_config)
+    _, xavier, _, _ = _setup(tiny_config, melt_branch_init="xavier")
+    hidden = model.hidden_size  # 16: Xavier-normal std = sqrt(2 / (16 + 16)) = 0.25
+    for name in ("user_branch", "item_branch"):
+        default, authors = getattr(model, name), getattr(xavier, name)
+        assert abs(default.weight.std().item() - model.initializer_range) < 0.005
+        assert abs(authors.weight.std().item() - (2 / (2 * hidden)) ** 0.5) < 0.03
+        assert not default.bias.any() and not authors.bias.any()
+    # the backbone (and its random stream) does not depend on the branches' init
+    backbone = {k: v for k, v in model.state_dict().items() if not k.startswith(("user_", "item_branch"))}
+    assert all(torch.equal(v, xavier.state_dict()[k]) for k, v in backbone.items())
+
+
+def _sasrec_checkpoint(tiny_config, model="SASRec", **overrides):
+    """Train ``model`` for one epoch on the fixture; return its checkpoint."""
+    result = run_recbole_lpo(model, "tiny", [TINY_YAML], tiny_config(**overrides), saved=True)
+    with open(result["result_file"], encoding="utf-8") as f:
+        return json.load(f)["checkpoint"]
+
+
+def test_pretrained_backbone(workdir, tiny_config):
+    path = _sasrec_checkpoint(tiny_config)
+    trained = trusted_load(path)["state_dict"]
+    _, scratch, _, _ = _setup(tiny_config)
+    _, model, data, _ = _setup(tiny_config, pretrained_model_path=path)
+    state = model.state_dict()
+    # every backbone tensor is the checkpoint's; the branches start as without a checkpoint
+    assert set(trained) < set(state)
+    assert all(torch.equal(state[k], v) for k, v in trained.items())
+    assert not torch.equal(state["item_embedding.weight"], scratch.state_dict()["item_embedding.weight"])
+    for k, v in scratch.state_dict().items():
+        if k not in trained:
+            assert torch.equal(state[k], v), k  # user_branch.*, item_branch.*, melt_epoch
+    # without the branches it then trains exactly as the checkpoint's SASRec (same random stream)
+    _, sasrec, sasrec_data, _ = build_model("SASRec", tiny_config())
+    sasrec.load_state_dict(trained)
+    expected = train_losses(sasrec, sasrec_data, steps=4)
+    _, melt, data, _ = _setup(tiny_config, pretrained_model_path=path, melt_lambda_u=0.0, melt_lambda_i=0.0)
+    assert train_losses(melt, data, steps=4) == pytest.approx(expected, abs=1e-6)
+
+
+def test_pretrained_backbone_is_checked(workdir, tiny_config):
+    with pytest.raises(UserInputError, match="pretrained_model_path: checkpoint '.*nope.pth' does not exist"):
+        _setup(tiny_config, pretrained_model_path=str(workdir / "nope.pth"))
+    gru = _sasrec_checkpoint(tiny_config, "GRU4Rec")
+    with pytest.raises(UserInputError, match="pretrained model '.*' is a GRU4Rec, .* backbone is SASRec"):
+        _setup(tiny_config, pretrained_model_path=gru)
+    wide = _sasrec_checkpoint(tiny_config, hidden_size=32, inner_size=32)
+    with pytest.raises(UserInputError, match="pretrained model '.*' does not match the policy: .*hidden_size 32 != 16"):
+        _setup(tiny_config, pretrained_model_path=wide)
 
 
 def test_cli_end_to_end(workdir):

@@ -84,6 +84,7 @@ from recbole_lpo.errors import UserInputError
 from recbole_lpo.objective import load_reference
 
 _INFERENCE_CHUNK = 1024  # items whose embeddings are inferred in one forward
+_GROUPS = 8  # context-length groups per forward of the context interpreter
 
 
 def training_sequences(dataset):
@@ -158,17 +159,39 @@ class ContextInference(nn.Module):
         self.context_aggregator = TransformerEncoder(**encoder)
         self.out = nn.Linear(hidden_size, hidden_size)
 
+    def interpret(self, table, tokens):
+        """h(c) [N H] of the contexts ``tokens`` [N C] (``table`` [n_items+1 H], row n_items = MASK).
+
+        A context's items (its MASK included) form one contiguous run, padding only where the
+        sequence ends, and Beauty-like data have short sequences: most of a window is padding.
+        Only the runs are encoded: rows sorted by run length, in ``_GROUPS`` groups, each cut to
+        its longest run, positions keeping their window index p (for a_p and P_p). Same values
+        as encoding the whole window: padded positions are masked keys (softmax weight
+        exp(-10000) = 0 in float32) and are left out of the mean.
+        """
+        valid = tokens != 0  # [N C]
+        lengths = valid.sum(1)  # [N]
+        starts = valid.to(torch.uint8).argmax(1)  # [N] first position of each run
+        order = torch.argsort(lengths, stable=True)
+        parts = []
+        for rows in order.tensor_split(min(_GROUPS, len(order))):
+            offsets = torch.arange(int(lengths[rows].max().clamp(min=1)), device=tokens.device)  # [l]
+            in_run = offsets < lengths[rows].unsqueeze(1)  # [n l]
+            positions = (starts[rows].unsqueeze(1) + offsets).clamp(max=tokens.size(1) - 1)  # [n l]
+            run = torch.where(in_run, tokens[rows].gather(1, positions), 0)  # [n l]
+            x = F.embedding(run, table) * self.position_weight[positions].unsqueeze(-1) \
+                + self.position_embedding(positions)
+            x = self.dropout(self.LayerNorm(x))  # [n l H]
+            x = self.context_encoder(x, _padding_mask(in_run), output_all_encoded_layers=False)[-1]
+            parts.append(_masked_mean(x, in_run))  # [n H]
+        return torch.cat(parts)[torch.argsort(order)]  # back to the rows' order
+
     def forward(self, item_embeddings, contexts, shots=None):
         """``item_embeddings`` [n_items H] (id n_items = MASK), ``contexts`` [B K C],
         ``shots`` [B K] bool (which of the K contexts are real; all if None) -> [B H]."""
         batch, k, length = contexts.shape
-        tokens = contexts.reshape(batch * k, length)  # [BK C]
         table = torch.cat([item_embeddings, self.mask_embedding.weight], dim=0)  # [n_items+1 H]
-        x = F.embedding(tokens, table) * self.position_weight.unsqueeze(-1) + self.position_embedding.weight
-        x = self.dropout(self.LayerNorm(x))  # [BK C H]
-        valid = tokens != 0  # [BK C]
-        x = self.context_encoder(x, _padding_mask(valid), output_all_encoded_layers=False)[-1]
-        per_context = _masked_mean(x, valid).view(batch, k, -1)  # [B K H]
+        per_context = self.interpret(table, contexts.reshape(batch * k, length)).view(batch, k, -1)  # [B K H]
         if shots is None:
             shots = torch.ones(batch, k, dtype=torch.bool, device=contexts.device)
         x = self.context_aggregator(per_context, _padding_mask(shots), output_all_encoded_layers=False)[-1]
