@@ -48,7 +48,7 @@ def _experiments():
         Experiment("GRU4Rec", "GRU4Rec"),
         Experiment("Caser", "Caser"),
         Experiment("R2Rec", "R2Rec"),
-        Experiment("MELT", "MELT"),
+        Experiment("MELT", "MELT", needs={"pretrained_model_path": "SASRec"}),  # the paper's two steps
         Experiment("CITIES", "CITIES", needs={"base_model_path": "SASRec"}),
         Experiment("LPO4Rec (paper)", "LPO4Rec", LPO_PAPER, family="LPO4Rec"),
         # the current YAML defaults (properties/model/LPO4Rec.yaml): the selected setting
