@@ -37,10 +37,12 @@ class Grid:
         self.dataset = dataset
         self.rows = defaultdict(list)
         self.keys = defaultdict(list)
+        self.code = {}  # model -> code version its runs' keys were made with
         for item in resolved:
             if item.run.dataset == dataset and item.run in records:
                 self.rows[item.run.label].append(records[item.run])
                 self.keys[item.run.label].append(item.key)
+                self.code[item.run.experiment.model] = item.code
         self.selection = self._select()
 
     def has(self, label):
@@ -150,7 +152,13 @@ def provenance(grid):
                        f"{r['machine'].get('gpu') or r['machine']['device']}, torch {r['machine']['torch']}, "
                        f"{r['machine']['torch_threads']} threads" for r in records})
     first = records[0]
-    return [f"- runs: {len(records)}; commits: {', '.join(commits)}",
+    code = defaultdict(list)
+    for model, version in sorted(grid.code.items()):
+        code[version[:12] + ("+uncommitted" if "+" in version else "")].append(model)
+    return [f"- runs: {len(records)}; repository commits at run time: {', '.join(c[:12] + ('-dirty' if c.endswith('-dirty') else '') for c in commits)} "
+            "(-dirty: uncommitted files elsewhere in the tree)",
+            "- code of each model (last commit touching it, part of the cache key): "
+            + "; ".join(f"{version} ({', '.join(models)})" for version, models in code.items()),
             f"- machines: {'; '.join(machines)}",
             f"- tail set: {first['n_tail_items']} tail items (tail_ratio {first['tail_ratio']}), hash "
             f"{first['tail_set_hash']}; {100 * first['tail_user_share']:.2f} % of test users have a tail target"]
