@@ -112,7 +112,7 @@ def frontier(plt, grid):
 
 def tail_probability_labels(grid):
     labels = ["SASRec", "LPO4Rec (paper)"]
-    if grid.has("LPO4Rec") and grid.keys["LPO4Rec"] != grid.keys.get("LPO4Rec (paper)"):
+    if grid.has("LPO4Rec"):  # not an alias of the paper row
         labels.append("LPO4Rec")
     labels += [grid.table_label(r) for r in cat.RIVALS]
     return [label for label in labels if grid.has(label) and "tail_prob_gap" in grid.first_seed(label)["per_user"]]
