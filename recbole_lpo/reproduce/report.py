@@ -100,8 +100,9 @@ def cell(records, metric):
     return mean, std, text
 
 
-def markdown_table(grid, rows, metrics, bold=True):
-    """rows: [(row name, label)] -> Markdown with the best accuracy mean per column in bold."""
+def markdown_table(grid, rows, metrics, bold=True, name_setting=True):
+    """rows: [(row name, label)] -> Markdown with the best accuracy mean per column in bold;
+    ``name_setting``: a row named other than its label shows the label's setting beside the name."""
     lines = ["| model | seeds | epochs (best) | " + " | ".join(header(m) for m in metrics) + " |",
              "|---|---|---|" + "---|" * len(metrics)]
     best = {}
@@ -113,7 +114,7 @@ def markdown_table(grid, rows, metrics, bold=True):
             means = [v for v in means if v is not None]
             best[m] = max(means) if means else None
     for name, label in rows:
-        shown = name if name == label else f"{name} ({label.split(' ', 1)[1]})"
+        shown = name if name == label or not name_setting else f"{name} ({label.split(' ', 1)[1]})"
         if not grid.has(label):
             lines.append(f"| {shown} | not run | | " + " | ".join("—" for _ in metrics) + " |")
             continue
@@ -205,7 +206,7 @@ def sensitivity_rows(grid):
     for key, values in cat.SWEEPS.items():
         for value in values:
             label = cat.sweep_label(key, value)
-            rows.append((f"{key}={value}", label))
+            rows.append((f"{key}={value}" + (" (paper)" if value == cat.LPO_PAPER[key] else ""), label))
     return rows
 
 
@@ -233,7 +234,8 @@ def write_dataset_report(grid, args, user_overrides, out):
     lines += ["## Ablations (paper Table II)", "",
               markdown_table(grid, [(label, label) for label in cat.ABLATION_ROWS], SHORT), ""]
     lines += ["## Sensitivity (paper Fig. 4; one key at a time around the paper's values)", "",
-              markdown_table(grid, sensitivity_rows(grid), SHORT, bold=False), ""]
+              markdown_table(grid, sensitivity_rows(grid), SHORT, bold=False, name_setting=False), "",
+              "The paper's point shows its row's seeds; the other points, and the plot, one seed.", ""]
     written = []
     from recbole_lpo.reproduce import plots
 
