@@ -23,15 +23,6 @@ COLUMNS = ["hit@10", "ndcg@10", "tailhit@10", "tailndcg@10", "tailpercentage@10"
            "averagepopularity@10"]
 
 
-def parse_value(text):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
-
-
 def worker(model, dataset, config_dict, threads):
     import torch
 
@@ -53,10 +44,10 @@ def main():
                         help="add finished runs (their result JSON) to the table instead of training them")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    config_dict = {"show_progress": False}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        config_dict[key] = parse_value(value)
+    sys.path.insert(0, str(ROOT))
+    from recbole_lpo.utils import parse_overrides
+
+    config_dict = {"show_progress": False, **parse_overrides(args.set)}
     if args.worker:
         return worker(args.worker, args.dataset, config_dict, args.threads)
 

@@ -90,3 +90,24 @@ def get_trainer(model_type, model_name, config=None):
     if recbole_trainer is RecBoleTrainer:  # RecBole's base trainer: use the hardened one
         return trainer_module.Trainer
     return recbole_trainer
+
+
+def parse_overrides(items):
+    """``["key=value", ...]`` (a script's ``--set``) -> config dict; values become int, float,
+    bool or None where they read as one (``true``, ``none``, ``~``), else stay strings."""
+    overrides = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UserInputError(f"--set takes KEY=VALUE, got '{item}'")
+        overrides[key] = _parse_value(text)
+    return overrides
+
+
+def _parse_value(text):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None, "~": None}.get(text.lower(), text)

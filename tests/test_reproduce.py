@@ -165,3 +165,13 @@ def test_run_locks_are_shared_between_grid_commands(tmp_path):
     assert _locked(cache, "alive") and not _locked(cache, "stale")
     assert not _lock_path(cache, "stale").exists()  # stale locks are cleared
     assert _live_locks(cache) == 1
+
+
+def test_set_overrides_are_typed_and_malformed_ones_refused(tmp_path):
+    from recbole_lpo.utils import parse_overrides
+
+    assert parse_overrides(["epochs=3", "learning_rate=1e-3", "reweight=False", "sampler_seed=~", "neg_sampler=topk"]) \
+        == {"epochs": 3, "learning_rate": 0.001, "reweight": False, "sampler_seed": None, "neg_sampler": "topk"}
+    out = subprocess.run([sys.executable, "-m", "recbole_lpo.reproduce", "--dry-run", "--set", "epochs"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip() == "error: --set takes KEY=VALUE, got 'epochs'"

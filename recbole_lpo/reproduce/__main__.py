@@ -16,15 +16,6 @@ import sys
 from recbole_lpo.errors import run_cli
 
 
-def parse_value(text):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "none": None, "~": None}.get(text.lower(), text)
-
-
 def build_parser():
     from recbole_lpo.reproduce.catalogue import DATASETS, GROUPS, SEEDS
 
@@ -52,14 +43,10 @@ def main(argv=None):
     from recbole_lpo.reproduce.cache import RunCache
     from recbole_lpo.reproduce.catalogue import plan
     from recbole_lpo.reproduce.runner import execute, resolve
+    from recbole_lpo.utils import parse_overrides
 
     args = build_parser().parse_args(argv)
-    user_overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"error: --set takes KEY=VALUE, got '{item}'")
-        user_overrides[key] = parse_value(value)
+    user_overrides = parse_overrides(args.set)
     runs = plan(args.datasets, args.groups, args.seeds, args.profile, args.labels)
     resolved = resolve(runs, user_overrides, args.config_files)
     if args.dry_run:
