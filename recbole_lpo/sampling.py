@@ -4,14 +4,17 @@ LPO4Rec's adaptive sampler draws K negatives per sample, without replacement,
 with probability proportional to ``exp(z)`` over the candidate items (head
 items in the paper), where ``z`` are the step's detached logits at
 temperature 1. Drawing sequentially from the softmax without replacement is
-the Plackett-Luce model, and the Gumbel top-K trick samples it in one shot::
+the Plackett-Luce model; the paper samples it with the Gumbel top-K trick::
 
     negatives = topk(z[candidates] + Gumbel(0, 1), K)
 
-For K = 1 the draw frequencies are ``softmax(z)`` over the candidates; for
-K > 1 they are Plackett-Luce inclusion probabilities (not K * softmax).
-The selection is not differentiable; gradients flow through the chosen
-items' logits, which the caller gathers.
+``gumbel_topk_negatives`` draws from the same law more cheaply: i.i.d. draws
+from the softmax of the whole row, keeping the first K that are candidates,
+not the positive and new (a rejected draw is a draw from what is left). For
+K = 1 the draw frequencies are ``softmax(z)`` over the candidates; for K > 1
+they are Plackett-Luce inclusion probabilities (not K * softmax). The
+selection is not differentiable; gradients flow through the chosen items'
+logits, which the caller gathers.
 
 Every sampler shares one signature and contract:
 ``(scores [B, N], candidates [N] bool, positives [B] long, k, generator)``
@@ -86,6 +89,76 @@ def _top_k_items(
     return picked if cand_idx is None else cand_idx[picked]
 
 
+# Draws per row in each round of rejection sampling, as (per negative, fixed).
+_FIRST_ROUND = (2, 16)
+_SECOND_ROUND = (64, 256)
+
+
+def _first_distinct(draws: torch.Tensor, valid: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The first K valid draws of each row not drawn before in that row, in draw order.
+
+    ``draws`` [R n] item ids, ``valid`` [R n] bool. Returns ``(items [R K],
+    count [R])``; a row with fewer than K such draws has ``count < K`` and
+    -1 in its unfilled places.
+    """
+    ordered, order = draws.sort(dim=1, stable=True)  # equal ids keep draw order
+    repeat = torch.zeros_like(valid)
+    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]  # not the first draw of its id
+    repeat = torch.empty_like(repeat).scatter_(1, order, repeat)  # back to draw order
+    keep = valid & ~repeat  # [R n]
+    place = keep.cumsum(dim=1) - 1  # [R n], place among the kept draws
+    keep &= place < k
+    items = torch.full((draws.shape[0], k), -1, dtype=torch.long, device=draws.device)
+    rows = keep.nonzero()[:, 0]
+    items[rows, place[keep]] = draws[keep]
+    return items, keep.sum(dim=1)
+
+
+def _continue_with_keys(keys, rows, items, count, candidates, positives, k):
+    """Fill rows' unfilled places with the top keys among the items they may still draw.
+
+    ``keys`` [R N] are random keys (Gumbel or uniform) for ``rows``; the rows'
+    first ``count`` items stay, the rest continue the law conditioned on them.
+    """
+    keys[:, ~candidates] = float("-inf")
+    row = torch.arange(len(rows), device=keys.device)
+    keys[row, positives[rows]] = float("-inf")
+    drawn = items >= 0
+    keys[row.unsqueeze(1).expand_as(items)[drawn], items[drawn]] = float("-inf")
+    top = keys.topk(k, dim=1).indices  # [R K], enough: K - count are finite
+    place = torch.arange(k, device=keys.device) - count.unsqueeze(1)  # [R K], < 0: already drawn
+    return torch.where(place < 0, items, top.gather(1, place.clamp(min=0)))
+
+
+def _rejection_sample(draw, finish, candidates, positives, k):
+    """K distinct items per row from a stream of i.i.d. draws, rejecting the excluded.
+
+    ``draw(rows, n)`` gives each of ``rows`` n more draws (item ids; ids >= N
+    are rejected); the first K draws of a row that are candidates, not its
+    positive and new make its sample: sequential sampling without
+    replacement from the draws' law restricted to what is left. Rows still
+    short after two rounds go to ``finish(rows, items, count)``.
+    """
+    n_items = candidates.shape[0]
+    padded = torch.cat([candidates, candidates.new_zeros(1)])  # id N (a draw past the end) is rejected
+
+    def take(rows, draws):
+        valid = padded[draws] & (draws != positives[rows].unsqueeze(1))
+        return _first_distinct(draws, valid, k)
+
+    rows = torch.arange(positives.shape[0], device=positives.device)
+    draws = draw(rows, _FIRST_ROUND[0] * k + _FIRST_ROUND[1]).clamp_(max=n_items)  # [B n]
+    items, count = take(rows, draws)
+    short = (count < k).nonzero().squeeze(1)
+    if len(short):  # continue the same streams
+        more = draw(short, _SECOND_ROUND[0] * k + _SECOND_ROUND[1]).clamp_(max=n_items)
+        items[short], count[short] = take(short, torch.cat([draws[short], more], dim=1))
+        short = (count < k).nonzero().squeeze(1)
+    if len(short):
+        items[short] = finish(short, items[short], count[short])
+    return items
+
+
 def gumbel_topk_negatives(
     scores: torch.Tensor,
     candidates: torch.Tensor,
@@ -95,24 +168,44 @@ def gumbel_topk_negatives(
 ) -> torch.LongTensor:
     """K distinct candidates per row, drawn with probability ~ exp(score) (Eq. 14-15).
 
-    Gumbel top-K: ``topk(s + G, K)`` with ``G = -log E``, ``E ~ Exp(1)``,
-    equals K sequential softmax draws without replacement (Plackett-Luce).
-    Candidate scores must be finite. Runs every training step, so it uses one
-    [B, C] score copy plus one noise buffer and works in place on them.
+    The law of the Gumbel top-K ``topk(s + G, K)``: K sequential softmax draws
+    without replacement over the candidates, positive excluded
+    (Plackett-Luce). Computed by drawing with replacement from the softmax of
+    the whole row and keeping, in order, the first K draws that are
+    candidates, not the positive and not drawn before: rejecting a draw IS
+    renormalising over what is left, so this is the same law. It costs one
+    softmax, one cumulative sum and a binary search per draw, instead of a
+    noise value, two logarithms and a top-K over every candidate. Rows that
+    do not fill within two rounds of draws (a softmax peaked on excluded
+    items) finish with the Gumbel top-K on their scores, conditioned on the
+    items already drawn, which continues the same law. Probabilities are
+    float32, exact up to float32 rounding as Gumbel keys are. Candidate scores
+    must be finite.
     """
     _check_args(scores, candidates, positives, k)
-    buf, cand_idx, rows, cols = _candidate_view(scores, candidates, positives)  # [B C]
-    # Half-precision Gumbel noise is too coarse to keep the sampling law.
-    if buf.dtype in (torch.float16, torch.bfloat16):
-        buf = buf.float()
-    # E = -log(1 - U) rather than Tensor.exponential_, which is ~6x slower on
-    # CPU. 1 - U lies in (0, 1], so E is finite and G is never -inf; U = 0
-    # gives G = +inf, i.e. that item comes first, as a tiny E would.
-    noise = torch.empty_like(buf).uniform_(generator=generator)  # [B C]
-    noise.neg_().log1p_()  # -E
-    buf.sub_(noise.neg_().log_())  # s - log E = s + Gumbel(0, 1)
-    # Mask after adding noise so the positive is -inf whatever the noise.
-    return _top_k_items(buf, rows, cols, k, cand_idx)  # [B K]
+    scores = scores.detach()
+    # Half precision is too coarse to keep the sampling law.
+    if scores.dtype in (torch.float16, torch.bfloat16):
+        scores = scores.float()
+    cdf = torch.softmax(scores, dim=1).cumsum_(dim=1)  # [B N]
+    total = cdf[:, -1:]  # [B 1], 1 up to rounding; NaN or 0 where the softmax failed
+
+    def draw(rows, n):
+        every_row = len(rows) == len(cdf)  # then rows is arange(B): no copy of the cdf
+        row_cdf, row_total = (cdf, total) if every_row else (cdf[rows], total[rows])
+        target = torch.rand(len(rows), n, generator=generator, device=cdf.device).mul_(row_total)  # [R n]
+        # item i is drawn when cdf[i - 1] <= target < cdf[i]; a target at or past the
+        # end (rounding, a failed row) gives N, which is rejected
+        return torch.searchsorted(row_cdf, target, right=True)  # [R n]
+
+    def finish(rows, items, count):
+        keys = scores[rows].clone()  # [R N]
+        noise = torch.empty_like(keys).uniform_(generator=generator)
+        # s - log(E), E = -log(1 - U) ~ Exp(1): Gumbel keys (Tensor.exponential_ is ~6x slower on CPU)
+        keys.sub_(noise.neg_().log1p_().neg_().log_())
+        return _continue_with_keys(keys, rows, items, count, candidates, positives, k)
+
+    return _rejection_sample(draw, finish, candidates, positives, k)
 
 
 def topk_negatives(
@@ -137,14 +230,23 @@ def uniform_negatives(
 ) -> torch.LongTensor:
     """K distinct candidates per row, uniformly at random, positive excluded (ablation).
 
-    ``scores`` only fixes shape and device. The top-K of i.i.d. uniform keys is
-    a uniformly random K-subset (Gumbel top-K with constant scores).
+    ``scores`` only fixes shape and device. Draws candidates uniformly with
+    replacement and keeps the first K distinct ones that are not the positive
+    (a uniformly random K-subset), so it costs O(K) per row, not O(n_items);
+    rows that do not fill (K close to the pool size) finish with uniform keys.
     """
     _check_args(scores, candidates, positives, k)
     cand_idx = candidates.nonzero().squeeze(1)  # [C]
-    keys = torch.rand(scores.shape[0], cand_idx.numel(), generator=generator, device=scores.device)  # [B C]
-    rows, cols = _positive_cells(candidates, cand_idx, positives)
-    return _top_k_items(keys, rows, cols, k, cand_idx)  # [B K]
+
+    def draw(rows, n):
+        picks = torch.randint(cand_idx.numel(), (len(rows), n), generator=generator, device=cand_idx.device)
+        return cand_idx[picks]  # [R n]
+
+    def finish(rows, items, count):
+        keys = torch.rand(len(rows), scores.shape[1], generator=generator, device=scores.device)  # [R N]
+        return _continue_with_keys(keys, rows, items, count, candidates, positives, k)
+
+    return _rejection_sample(draw, finish, candidates, positives, k)
 
 
 NEGATIVE_SAMPLERS = {

@@ -158,6 +158,43 @@ def test_gumbel_k_gt_1_matches_plackett_luce_inclusion():
     assert np.all(np.abs(first - probs) < 5 * np.sqrt(probs * (1 - probs) / n_draws))
 
 
+@pytest.mark.parametrize("positive_score", [6.0, 20.0], ids=["mostly-rejected", "all-rejected"])
+def test_gumbel_law_kept_when_softmax_peaks_on_the_positive(positive_score):
+    # The positive holds ~97 % (or all) of the softmax: most rows finish after the
+    # rounds of draws from the conditioned Gumbel top-K, some with items already drawn.
+    n_draws, k = 20_000, 3
+    row = torch.tensor([0.0, 1.0, 0.0, 0.5, -0.5, 2.0, positive_score])
+    candidates = torch.tensor([False, True, True, True, True, True, True])
+    positives = torch.full((n_draws,), 6)
+    out = gumbel_topk_negatives(_fixed_rows(row, n_draws), candidates, positives, k, generator=_gen(14))
+    _assert_valid(out, candidates, positives, k)
+    items = torch.arange(1, 6)
+    probs = torch.softmax(row[items].double(), dim=0).numpy()
+    exact = _plackett_luce_inclusion(probs, k)
+    freq = np.array([(out == i).any(dim=1).double().mean().item() for i in items])
+    tol = 5 * np.sqrt(exact * (1 - exact) / n_draws)
+    assert np.all(np.abs(freq - exact) < tol), (freq, exact, tol)
+    first = np.array([(out[:, 0] == i).double().mean().item() for i in items])
+    assert np.all(np.abs(first - probs) < 5 * np.sqrt(probs * (1 - probs) / n_draws))
+
+
+def test_uniform_law_kept_when_rows_do_not_fill():
+    # K = 7 of 8 allowed items: the draws rarely find 7 distinct, rows finish with keys.
+    n_draws, k = 20_000, 7
+    scores = torch.zeros(n_draws, 10)
+    candidates = torch.ones(10, dtype=torch.bool)
+    candidates[0] = False
+    positives = torch.full((n_draws,), 4)
+    out = uniform_negatives(scores, candidates, positives, k, generator=_gen(15))
+    _assert_valid(out, candidates, positives, k)
+    allowed = [1, 2, 3, 5, 6, 7, 8, 9]
+    # every item is left out of the 7-subset with probability 1/8, and first with 1/8
+    left_out = torch.stack([~(out == i).any(dim=1) for i in allowed]).double().mean(dim=1)
+    first = torch.stack([out[:, 0] == i for i in allowed]).double().mean(dim=1)
+    tol = 5 * math.sqrt(0.125 * 0.875 / n_draws)
+    assert torch.all((left_out - 0.125).abs() < tol) and torch.all((first - 0.125).abs() < tol)
+
+
 def test_topk_returns_best_candidates():
     scores, candidates, positives = _setup(n_rows=50)
     k = 4
