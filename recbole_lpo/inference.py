@@ -19,13 +19,12 @@ import os
 
 import numpy as np
 import torch
-from recbole.data import create_dataset, data_preparation
 from recbole.data.interaction import Interaction
 from recbole.utils import ModelType, init_seed
 
 from recbole_lpo.compat import trusted_load
 from recbole_lpo.config import check_dataset_exists
-from recbole_lpo.data.atomic import validate_atomic_files
+from recbole_lpo.data.cache import prepare_data
 from recbole_lpo.errors import UserInputError
 from recbole_lpo.objective import backbone_class, item_token_hash
 from recbole_lpo.utils import get_model
@@ -120,11 +119,9 @@ def load_data_and_model(model_file):
     checkpoint = read_checkpoint(model_file)
     config = _prepare_config(checkpoint["config"])
     check_dataset_exists(config["data_path"], config["dataset"])
-    validate_atomic_files(config)
-
     init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    data = prepare_data(config)  # read from the data cache, never written here
+    dataset, train_data, valid_data, test_data = data.dataset, data.train_data, data.valid_data, data.test_data
 
     other = checkpoint.get("other_parameter") or {}
     recorded = other.get("item_token_hash")

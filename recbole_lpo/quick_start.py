@@ -17,11 +17,10 @@ from logging import getLogger
 
 import numpy as np
 import torch
-from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_lpo.config import Config
-from recbole_lpo.data.atomic import validate_atomic_files
+from recbole_lpo.data.cache import prepare_data, store
 from recbole_lpo.data.head_tail import head_tail_split
 from recbole_lpo.errors import UserInputError
 from recbole_lpo.inference import load_data_and_model  # noqa: F401  (RecBole's API, plugin-aware)
@@ -47,11 +46,9 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
 
 def _prepare(config, resume, logger):
     """Data, split, model and trainer for ``config``; every input check happens here."""
-    validate_atomic_files(config)
-    dataset = create_dataset(config)
-    check_interactions_per_user(dataset, config)
-    logger.info(dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    data = prepare_data(config, check=check_interactions_per_user)
+    logger.info(data.dataset)
+    train_data, valid_data, test_data = data.train_data, data.valid_data, data.test_data
     split = head_tail_split(train_data.dataset, config["tail_ratio"])
     logger.info(f"head/tail split: {split.n_head} head, {split.n_tail} tail items "
                 f"(tail_ratio={split.tail_ratio}, tail-set hash {split.tail_hash})")
@@ -75,6 +72,7 @@ def _prepare(config, resume, logger):
         trainer.tensorboard.close()
         shutil.rmtree(trainer.tensorboard.log_dir, ignore_errors=True)
         raise
+    store(data)  # every input check has passed
     return train_data, valid_data, test_data, split, trainer
 
 

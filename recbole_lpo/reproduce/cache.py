@@ -22,7 +22,7 @@ VOLATILE_KEYS = {
     "checkpoint_dir", "result_dir", "data_path", "show_progress", "state", "device", "gpu_id", "use_gpu",
     "local_rank", "nproc", "world_size", "ip", "port", "offset", "single_spec", "log_wandb", "wandb_project",
     "eval_batch_size", "worker", "save_dataset", "save_dataloaders", "dataset_save_path",
-    "dataloaders_save_path", "ddp_backend", "save_per_user_ranks",
+    "dataloaders_save_path", "ddp_backend", "save_per_user_ranks", "data_cache_dir",
 }
 SHARED_CODE = ["recbole_lpo/__init__.py", "recbole_lpo/compat.py", "recbole_lpo/config.py",
                "recbole_lpo/utils.py", "recbole_lpo/losses.py", "recbole_lpo/sampling.py",
