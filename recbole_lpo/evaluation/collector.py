@@ -43,11 +43,30 @@ def data_collect(self, train_data):
 
 
 def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
-    _ORIGINAL["eval_batch_collect"](self, scores_tensor, interaction, positive_u, positive_i)
+    """RecBole's ``eval_batch_collect`` plus ``rec.tail_topk``, with ONE top-k per batch.
+
+    RecBole computes the top-k once for ``rec.items`` and again for
+    ``rec.topk``, and counts each user's positives by summing an
+    [n_users, n_items] matrix (most of a CPU evaluation). When only these keys
+    are needed, the same top-k (same call, same ties) serves all three and the
+    counts come from the positives' indices: the same tensors as RecBole's.
+    Other keys (``rec.meanrank``, ``rec.score``, ``data.label``) go through
+    RecBole's own code, unchanged.
+    """
+    if any(self.register.need(key) for key in ("rec.meanrank", "rec.score", "data.label")):
+        _ORIGINAL["eval_batch_collect"](self, scores_tensor, interaction, positive_u, positive_i)
+        topk_idx = None
+    else:
+        topk_idx = _topk(self, scores_tensor)
+        if self.register.need("rec.items"):
+            self.data_struct.update_tensor("rec.items", topk_idx)
+        if self.register.need("rec.topk"):
+            self.data_struct.update_tensor("rec.topk", _topk_hits(scores_tensor, topk_idx, positive_u, positive_i))
     if not self.register.need("rec.tail_topk"):
         return
-    n_users, max_k = scores_tensor.shape[0], max(self.topk)
-    _, topk_idx = torch.topk(scores_tensor, max_k, dim=-1)  # [B maxk]
+    if topk_idx is None:
+        topk_idx = _topk(self, scores_tensor)
+    n_users, max_k = topk_idx.shape
     positive_u = positive_u.to(topk_idx.device)
     positive_i = positive_i.to(topk_idx.device)
     is_tail_pos = self.tail_mask.to(topk_idx.device)[positive_i]  # [P]
@@ -58,6 +77,26 @@ def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i)
     n_tail_pos = torch.zeros(n_users, dtype=torch.int64, device=topk_idx.device)
     n_tail_pos.index_add_(0, positive_u, is_tail_pos.long())
     self.data_struct.update_tensor("rec.tail_topk", torch.cat([hits, n_tail_pos.unsqueeze(1)], dim=1))
+
+
+def _topk(self, scores_tensor):
+    return torch.topk(scores_tensor, max(self.topk), dim=-1)[1]  # [B maxk], RecBole's call
+
+
+def _topk_hits(scores_tensor, topk_idx, positive_u, positive_i):
+    """RecBole's ``rec.topk`` rows: 1 where the top-k item is a positive, then the positive count.
+
+    RecBole marks positives in an int32 [B, n_items] matrix (a repeated pair
+    counts once) and gathers it; this marks the (user, item) pairs directly.
+    """
+    n_users, n_items = scores_tensor.shape
+    device = topk_idx.device
+    pairs = torch.unique(positive_u.to(device) * n_items + positive_i.to(device))  # distinct (u, i)
+    users, items = pairs // n_items, pairs % n_items
+    hits = torch.zeros(topk_idx.shape, dtype=torch.long, device=device)
+    hits.index_add_(0, users, (topk_idx[users] == items.unsqueeze(1)).long())
+    counts = torch.bincount(users, minlength=n_users).unsqueeze(1)  # [B 1]
+    return torch.cat((hits, counts), dim=1)  # int64, as RecBole's int32 hits cat its int64 sums
 
 
 def _gather_across_processes(tensor):
