@@ -33,6 +33,9 @@ def main(argv=None):
 
     def train():
         from recbole_lpo.quick_start import run
+        from recbole_lpo.runtime import keep_freed_memory
+
+        keep_freed_memory()  # faster CPU steps, same results (recbole_lpo/runtime.py)
 
         run(args.model, args.dataset, config_file_list=config_file_list, saved=not args.no_save,
             nproc=args.nproc, world_size=args.world_size, ip=args.ip, port=args.port,
