@@ -2,6 +2,7 @@
 
     python benchmarks/epoch_cost.py                       # SASRec vs LPO4Rec on amazon-beauty
     python benchmarks/epoch_cost.py --models SASRec LPO4Rec SimPO4Rec --epochs 4
+    python benchmarks/epoch_cost.py --device cuda --models SASRec LPO4Rec DPO4Rec SDPO4Rec SimPO4Rec ORPO4Rec
 
 Protocol: SASRec's default architecture, ``train_batch_size`` 256, training
 only (no evaluation), one warm-up epoch, then the median of the remaining
@@ -54,15 +55,12 @@ class RssPeak:
 def make_reference(config_dict, dataset, workdir):
     """A SASRec checkpoint to serve as DPO/S-DPO reference (cost only: weights untrained)."""
     import torch
-    from recbole.data import create_dataset, data_preparation
     from recbole_lpo.config import Config
-    from recbole_lpo.objective import tag_item_tokens
-    from recbole_lpo.utils import get_model
+    from recbole_lpo.data.cache import prepare_data
+    from recbole_lpo.quick_start import create_model
 
     config = Config("SASRec", dataset, config_dict=config_dict)
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    model = get_model("SASRec")(config, train_data.dataset)
-    tag_item_tokens(model, train_data.dataset)
+    model = create_model(config, prepare_data(config).train_data.dataset)
     path = os.path.join(workdir, "reference.pth")
     torch.save({"config": config, "state_dict": model.state_dict(), "other_parameter": model.other_parameter()}, path)
     return path
@@ -71,17 +69,24 @@ def make_reference(config_dict, dataset, workdir):
 def worker(args):
     import torch
     import recbole_lpo  # noqa: F401
-    from recbole.data import create_dataset, data_preparation
     from recbole.utils import init_seed
     from recbole_lpo.config import Config
-    from recbole_lpo.objective import attach_preference_objective
-    from recbole_lpo.utils import get_model, get_trainer
+    from recbole_lpo.data.cache import prepare_data
+    from recbole_lpo.quick_start import create_model
+    from recbole_lpo.utils import get_trainer
 
     torch.set_num_threads(args.threads)
+    from recbole_lpo.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as run_recbole_lpo.py does
     workdir = tempfile.mkdtemp(prefix="epoch_cost_")
+    data_cache = os.path.abspath(args.data_cache)
     os.chdir(workdir)  # RecBole writes log/ into the working directory
     config_dict = {"train_batch_size": args.batch_size, "show_progress": False, "state": "WARNING",
-                   "epochs": args.epochs, "checkpoint_dir": workdir, "gpu_id": args.gpu_id}
+                   "epochs": args.epochs, "checkpoint_dir": workdir, "data_cache_dir": data_cache,
+                   "gpu_id": "0" if args.device == "cuda" else "", "use_gpu": args.device == "cuda"}
+    if args.learning_rate is not None:
+        config_dict["learning_rate"] = args.learning_rate
     model_name, _, loss = args.worker.partition("+")
     if loss:
         config_dict["preference_loss"] = loss
@@ -89,13 +94,13 @@ def worker(args):
         config_dict["ref_model_path"] = make_reference(config_dict, args.dataset, workdir)
     config = Config(model_name, args.dataset, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    model = get_model(model_name)(config, train_data.dataset)
-    if config["preference_loss"] is not None and getattr(model, "preference_objective", None) is None:
-        attach_preference_objective(model, config, train_data.dataset, config["preference_loss"])
-    model = model.to(config["device"])
+    train_data = prepare_data(config).train_data
+    init_seed(config["seed"], config["reproducibility"])
+    model = create_model(config, train_data.dataset)
     trainer = get_trainer(config["MODEL_TYPE"], model_name, config)(config, model)
     cuda = config["device"].type == "cuda"
+    if args.device == "cuda" and not cuda:
+        sys.exit("error: --device cuda, but torch sees no CUDA device")
     times = []
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -126,7 +131,10 @@ def main():
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=4, help="epochs per model, the first is warm-up")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
-    parser.add_argument("--gpu-id", default="0", help="RecBole gpu_id; '' forces the CPU")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cuda: timings synchronised, memory as CUDA max allocated")
+    parser.add_argument("--learning-rate", type=float, default=None, help="RecBole's learning_rate (default: its own)")
+    parser.add_argument("--data-cache", default="saved/data_cache", help="data_cache_dir of the runs")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
@@ -140,7 +148,9 @@ def main():
     for model in args.models:
         cmd = [sys.executable, __file__, "--worker", model, "--dataset", args.dataset, "--batch-size",
                str(args.batch_size), "--epochs", str(args.epochs), "--threads", str(args.threads),
-               "--gpu-id", args.gpu_id]
+               "--device", args.device, "--data-cache", args.data_cache]
+        if args.learning_rate is not None:
+            cmd += ["--learning-rate", str(args.learning_rate)]
         out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
         lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
         if out.returncode != 0 or not lines:

@@ -54,11 +54,7 @@ def _prepare(config, resume, logger):
                 f"(tail_ratio={split.tail_ratio}, tail-set hash {split.tail_hash})")
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset)
-    if config["preference_loss"] is not None and getattr(model, "preference_objective", None) is None:
-        attach_preference_objective(model, config, train_data._dataset, config["preference_loss"])
-    tag_item_tokens(model, train_data._dataset)
-    model = model.to(config["device"])
+    model = create_model(config, train_data._dataset)
     logger.info(model)
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"], config)(config, model)
@@ -74,6 +70,19 @@ def _prepare(config, resume, logger):
         raise
     store(data)  # every input check has passed
     return train_data, valid_data, test_data, split, trainer
+
+
+def create_model(config, dataset):
+    """``config['model']`` built on ``dataset`` (the training split), on ``config['device']``.
+
+    A built-in model with ``preference_loss`` set gets the preference
+    objective; the model records the data set's item tokens.
+    """
+    model = get_model(config["model"])(config, dataset)
+    if config["preference_loss"] is not None and getattr(model, "preference_objective", None) is None:
+        attach_preference_objective(model, config, dataset, config["preference_loss"])
+    tag_item_tokens(model, dataset)
+    return model.to(config["device"])
 
 
 def check_interactions_per_user(dataset, config):
