@@ -90,6 +90,12 @@ def test_key_value_and_config_files_win_over_the_default_protocol(own_data, tmp_
     assert "eval_args" in in_force and "topk" not in in_force and "MAX_ITEM_LIST_LENGTH" not in in_force
 
 
+def test_default_protocol_accepts_what_recbole_accepts(own_data):
+    _, outputs = own_data
+    config = _config("SASRec", outputs, topk=10, metrics="Hit", valid_metric="Hit@10")
+    assert config["topk"] == [10] and config["metrics"] == ["Hit"]
+
+
 def test_no_note_when_every_protocol_key_is_set(own_data, tmp_path):
     import yaml
 
