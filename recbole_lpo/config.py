@@ -5,7 +5,10 @@ defaults slotted above RecBole's):
 
 1. RecBole's ``properties/`` (overall, model, dataset, quick-start presets)
 2. this repository's ``properties/overall.yaml``,
-   ``properties/model/<Model>.yaml``, ``properties/dataset/<dataset>.yaml``
+   ``properties/model/<Model>.yaml``, for sequential models
+   ``properties/dataset/default-sequential.yaml`` (the default protocol, its
+   columns read from the ``.inter`` header when the data set has no YAML of
+   its own), ``properties/dataset/<dataset>.yaml``
 3. the user's ``config_file_list``, then ``config_dict``, then ``--key=value``
 
 ``data_path`` defaults to the shipped ``dataset/`` folder of this repository
