@@ -5,7 +5,10 @@ defaults slotted above RecBole's):
 
 1. RecBole's ``properties/`` (overall, model, dataset, quick-start presets)
 2. this repository's ``properties/overall.yaml``,
-   ``properties/model/<Model>.yaml``, ``properties/dataset/<dataset>.yaml``
+   ``properties/model/<Model>.yaml``, for sequential models
+   ``properties/dataset/default-sequential.yaml`` (the default protocol, its
+   columns read from the ``.inter`` header when the data set has no YAML of
+   its own), ``properties/dataset/<dataset>.yaml``
 3. the user's ``config_file_list``, then ``config_dict``, then ``--key=value``
 
 ``data_path`` defaults to the shipped ``dataset/`` folder of this repository
@@ -20,10 +23,14 @@ import re
 
 import yaml
 from recbole.config import Config as RecBoleConfig
+from recbole.utils import ModelType
 
+from recbole_lpo.data.atomic import header_types
 from recbole_lpo.errors import UserInputError
 from recbole_lpo.objective import MODEL_OF_LOSS, backbone_class, objective_settings
 from recbole_lpo.utils import DATASET_DIR, PROPERTIES_DIR, RECBOLE_PROPERTIES_DIR, get_model
+
+DEFAULT_PROTOCOL = PROPERTIES_DIR / "dataset" / "default-sequential.yaml"
 
 
 class Config(RecBoleConfig):
@@ -69,7 +76,13 @@ class Config(RecBoleConfig):
         if getattr(model_class, "preference_loss", None) is None and loss in MODEL_OF_LOSS:
             # a built-in backbone with a preference loss: that loss's defaults
             files.append(PROPERTIES_DIR / "model" / f"{MODEL_OF_LOSS[loss]}.yaml")
-        files += [PROPERTIES_DIR / "model" / f"{model}.yaml", PROPERTIES_DIR / "dataset" / f"{dataset}.yaml"]
+        files.append(PROPERTIES_DIR / "model" / f"{model}.yaml")
+        own_yaml = PROPERTIES_DIR / "dataset" / f"{dataset}.yaml"
+        sequential = model_class.type == ModelType.SEQUENTIAL
+        self.default_protocol = sequential and not own_yaml.is_file()  # completed in _set_default_parameters
+        if sequential:  # beneath a data set's own YAML, which then needs only what differs
+            files.append(DEFAULT_PROTOCOL)
+        files.append(own_yaml)
         self.documented_types = {}  # key -> "(type)" of every YAML default in force
         for path in [RECBOLE_PROPERTIES_DIR / "overall.yaml", RECBOLE_PROPERTIES_DIR / "model" / f"{model}.yaml",
                      *files]:
@@ -112,6 +125,40 @@ class Config(RecBoleConfig):
         # types first: RecBole's own checks crash on some wrong types (metric.lower())
         check_types(self.final_config_dict, self.documented_types)
         super()._set_default_parameters()
+        self.protocol_note = self._complete_default_protocol() if self.default_protocol else None
+
+    def _complete_default_protocol(self):
+        """Columns of the default protocol from the .inter header; the note to log, if any key is in force.
+
+        The header must hold USER_ID_FIELD, ITEM_ID_FIELD and a float TIME_FIELD:
+        RecBole's sequential data sets order each user's interactions by time.
+        """
+        final, user = self.final_config_dict, self.external_config_dict
+        path = os.path.join(final["data_path"], f"{self.dataset}.inter")
+        header = header_types(path, final["field_separator"])
+        if header is None:
+            return None  # no .inter file (or a malformed header): reported by later checks
+        roles = {"USER_ID_FIELD": "token", "ITEM_ID_FIELD": "token", "TIME_FIELD": "float"}
+        for key, ftype in roles.items():
+            name = final[key]
+            if name not in header:
+                raise UserInputError(
+                    f"{path} has no column '{name}' ({key}); its columns: {', '.join(header)}. "
+                    f"Add a '{name}:{ftype}' column or name yours with --{key}=<column>"
+                    + (" (sequential models order each user's interactions by time)" if key == "TIME_FIELD" else ""))
+            if key == "TIME_FIELD" and not header[name].startswith("float"):
+                raise UserInputError(f"{path}: time column '{name}' is typed {header[name]}, expected float")
+        if "load_col" not in user:
+            final["load_col"] = {"inter": [final[key] for key in roles]}
+        with open(DEFAULT_PROTOCOL, encoding="utf-8") as f:
+            keys = [*(yaml.safe_load(f) or {}), "load_col"]
+        in_force = [key for key in keys if key not in user]
+        if not in_force:
+            return None
+        return (f"using the default sequential protocol for '{self.dataset}' (it has no "
+                f"properties/dataset/{self.dataset}.yaml): leave-one-out by '{final['TIME_FIELD']}', full ranking; "
+                f"in force from properties/dataset/{DEFAULT_PROTOCOL.name}: {', '.join(in_force)} "
+                f"(a config file or --key=value overrides any of them)")
 
     def _check(self):
         fixed_loss = getattr(self.model_class, "preference_loss", None)

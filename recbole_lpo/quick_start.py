@@ -160,6 +160,8 @@ def run_recbole_lpo(model=None, dataset=None, config_file_list=None, config_dict
     start_logging(config)
     logger = getLogger()
     logger.info(sys.argv)
+    if config.protocol_note:
+        logger.info(config.protocol_note)
     logger.info(config)
     try:
         train_data, valid_data, test_data, split, trainer = _prepare(config, resume, logger)

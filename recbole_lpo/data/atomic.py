@@ -80,6 +80,18 @@ def validate_atomic_files(config):
                                  config["ITEM_ID_FIELD"], config["field_separator"])
 
 
+def header_types(path, separator="\t"):
+    """``{column: type}`` of an atomic file's ``name:type`` header; None if the file is missing or the
+    header malformed (``validate_atomic_file`` names the problem)."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, "r", encoding="utf-8") as f:
+        fields = [field.partition(":") for field in f.readline().rstrip("\r\n").split(separator)]
+    if not all(name and sep and ftype in FIELD_TYPES for name, sep, ftype in fields):
+        return None
+    return {name: ftype for name, _, ftype in fields}
+
+
 def _header_names(path, separator):
     with open(path, "r", encoding="utf-8") as f:
         return [field.partition(":")[0] for field in f.readline().rstrip("\r\n").split(separator)]
