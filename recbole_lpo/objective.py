@@ -105,6 +105,79 @@ def objective_settings(config, loss_type):
     return settings
 
 
+class ReferenceEncodings:
+    """The frozen reference's encodings of every training sequence, computed once.
+
+    The reference runs in eval mode without gradients, so its encoding of a
+    training sample never changes: DPO and S-DPO would otherwise pay its
+    forward pass on every batch of every epoch (about a fifth of a SASRec
+    step on the CPU). Batches find their rows by a hash of (sequence, length)
+    and a check that the stored sequence is the same; a sequence not found
+    (never, for the training loader) is encoded on the spot. Only for
+    backbones whose encoding depends on the sequence and its length alone
+    (SASRec, GRU4Rec); ``reference_cache: False`` turns it off.
+    Memory: n_train x hidden floats (Beauty, hidden 64: 38 MB).
+    """
+
+    BACKBONES = ("SASRec", "GRU4Rec")
+
+    def __init__(self, reference, dataset, chunk=1024):
+        self.reference, self.chunk = reference, chunk
+        self.seq_field, self.len_field = reference.ITEM_SEQ, reference.ITEM_SEQ_LEN
+        self.sequences = dataset.inter_feat[self.seq_field]  # [n L]
+        self.lengths = dataset.inter_feat[self.len_field]  # [n]
+        self.weights = torch.randint(1, 2**62, (self.sequences.shape[1] + 1,),
+                                     generator=torch.Generator().manual_seed(0))  # [L+1]
+        self.keys = self.order = self.encodings = None
+        self.misses = 0  # sequences encoded on the spot (not training rows)
+
+    @classmethod
+    def supports(cls, reference):
+        return any(c.__name__ in cls.BACKBONES and c.__module__.startswith("recbole.model.")
+                   for c in type(reference).__mro__)
+
+    def _hash(self, sequences, lengths):
+        # int64 arithmetic wraps around: a 64-bit hash; equality is checked after lookup
+        return (sequences * self.weights[:-1]).sum(dim=1) + lengths * self.weights[-1]  # [B]
+
+    def _encode(self, sequences, lengths):
+        from recbole.data.interaction import Interaction
+
+        batch = Interaction({self.seq_field: sequences, self.len_field: lengths})
+        return encode_sequence(self.reference, batch)
+
+    def _build(self, device):
+        self.weights = self.weights.to(device)
+        sequences, lengths = self.sequences.to(device), self.lengths.to(device)
+        keys = self._hash(sequences, lengths)
+        self.keys, self.order = keys.sort()
+        self.sequences, self.lengths = sequences, lengths
+        # written into one buffer: a list of chunk outputs interleaved with each chunk's
+        # temporaries fragments the heap (Beauty: +700 MB of RSS instead of +60 MB)
+        self.encodings = None
+        for start in range(0, len(sequences), self.chunk):
+            part = self._encode(sequences[start:start + self.chunk], lengths[start:start + self.chunk])
+            if self.encodings is None:
+                self.encodings = part.new_empty(len(sequences), part.shape[1])  # [n H]
+            self.encodings[start:start + len(part)] = part
+
+    @torch.no_grad()
+    def __call__(self, interaction):
+        """The reference's encodings [B H] of the batch's sequences."""
+        sequences, lengths = interaction[self.seq_field], interaction[self.len_field]
+        if self.encodings is None:
+            self._build(sequences.device)
+        place = torch.searchsorted(self.keys, self._hash(sequences, lengths)).clamp_(max=len(self.keys) - 1)
+        rows = self.order[place]  # [B]
+        found = (self.sequences[rows] == sequences).all(dim=1) & (self.lengths[rows] == lengths)
+        out = self.encodings[rows]
+        if not bool(found.all()):
+            missing = (~found).nonzero().squeeze(1)
+            self.misses += len(missing)
+            out[missing] = self._encode(sequences[missing], lengths[missing])
+        return out
+
+
 class PreferenceObjective(nn.Module):
     """``loss_fct`` replacement: weighted CE plus one preference loss.
 
@@ -143,6 +216,9 @@ class PreferenceObjective(nn.Module):
             raise UserInputError(f"preference_loss '{loss_type}' needs a reference model (ref_model_path)")
         # kept out of the module tree: never trained, saved or moved by the policy
         self.__dict__["reference"] = reference
+        self.reference_encodings = None
+        if reference is not None and config["reference_cache"] and ReferenceEncodings.supports(reference):
+            self.reference_encodings = ReferenceEncodings(reference, dataset)
         self.interaction = None  # the batch, set around calculate_loss (reference losses need it)
         self.reset_stats()
 
@@ -211,7 +287,10 @@ class PreferenceObjective(nn.Module):
         if self.interaction is None:
             raise RuntimeError("reference losses need the batch: call through the model's calculate_loss")
         reference = self.reference
-        seq_output = encode_sequence(reference, self.interaction)  # [B H]
+        if self.reference_encodings is not None and self.training:
+            seq_output = self.reference_encodings(self.interaction)  # [B H], computed once per training row
+        else:
+            seq_output = encode_sequence(reference, self.interaction)  # [B H]
         scores = (reference.item_embedding(items) * seq_output.unsqueeze(1)).sum(-1)  # [B K+1]
         return scores[:, 0], scores[:, 1:]
 

@@ -121,3 +121,33 @@ def test_two_step_recipe_from_the_cli(workdir):
     step2 = cli_on_fixture(workdir, "--model=DPO4Rec", f"--ref_model_path={checkpoint}")
     assert step2.returncode == 0, step2.stderr[-2000:]
     assert len(list((workdir / "results").iterdir())) == 2
+
+
+@pytest.mark.parametrize("model", ["DPO4Rec", "SDPO4Rec"])
+def test_reference_cache_gives_the_reference_scores(model, workdir, tiny_config):
+    from recbole_lpo.objective import encode_sequence
+
+    reference_path = _reference(tiny_config)
+    _, policy, train_data, _ = _build(model, tiny_config, ref_model_path=reference_path)
+    _, off, _, _ = _build(model, tiny_config, ref_model_path=reference_path, reference_cache=False)
+    assert off.preference_objective.reference_encodings is None
+    objective = policy.preference_objective
+    encodings = objective.reference_encodings
+    reference = objective.reference
+    for batch in train_data:  # every training batch: the reference's own encodings
+        assert torch.allclose(encodings(batch), encode_sequence(reference, batch), atol=1e-5)
+    assert encodings.encodings.shape[0] == len(train_data.dataset)  # every training row, once
+    assert encodings.misses == 0  # all found in the cache
+    # the loss is the same with and without the cache (same batch, same random state)
+    policy.train()
+    losses = []
+    for cache in (encodings, None):
+        objective.reference_encodings = cache
+        init_seed(1, True)
+        objective.restore_generator(torch.Generator().manual_seed(3).get_state())
+        losses.append(policy.calculate_loss(batch).item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    # a sequence that is no training row is encoded on the spot
+    batch[encodings.seq_field][0, :] = train_data.dataset.item_num - 1
+    assert torch.allclose(encodings(batch), encode_sequence(reference, batch), atol=1e-5)
+    assert encodings.misses == 1
