@@ -47,16 +47,13 @@ def build_model(model_name, config_dict, dataset="tiny"):
     from recbole.utils import init_seed
 
     from recbole_lpo.config import Config
-    from recbole_lpo.objective import attach_preference_objective
-    from recbole_lpo.utils import get_model
+    from recbole_lpo.quick_start import create_model
 
     config = Config(model_name, dataset, [TINY_YAML], config_dict)
     init_seed(config["seed"], config["reproducibility"])
     train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
     init_seed(config["seed"], config["reproducibility"])
-    model = get_model(model_name)(config, train_data.dataset)
-    if config["preference_loss"] is not None and getattr(model, "preference_objective", None) is None:
-        attach_preference_objective(model, config, train_data.dataset, config["preference_loss"])
+    model = create_model(config, train_data.dataset)
     return config, model, train_data, valid_data
 
 
