@@ -28,7 +28,8 @@ from recbole.utils import ModelType
 from recbole_lpo.data.atomic import header_types
 from recbole_lpo.errors import UserInputError
 from recbole_lpo.objective import MODEL_OF_LOSS, backbone_class, objective_settings
-from recbole_lpo.utils import DATASET_DIR, PROPERTIES_DIR, RECBOLE_PROPERTIES_DIR, get_model
+from recbole_lpo.paths import DATASET_DIR, PROPERTIES_DIR, RECBOLE_PROPERTIES_DIR
+from recbole_lpo.utils import get_model
 
 DEFAULT_PROTOCOL = PROPERTIES_DIR / "dataset" / "default-sequential.yaml"
 

@@ -58,7 +58,7 @@ from recbole.trainer.hyper_tuning import HyperTuning
 from recbole_lpo.config import Config
 from recbole_lpo.errors import TrainingDiverged, UserInputError, run_cli
 from recbole_lpo.quick_start import run_recbole_lpo, unused_path
-from recbole_lpo.utils import PROJECT_ROOT, PROPERTIES_DIR
+from recbole_lpo.paths import PROJECT_ROOT, PROPERTIES_DIR
 
 ALGOS = ("exhaustive", "random", "bayes")
 PARAM_TYPES = {"choice": None, "uniform": 2, "quniform": 3, "loguniform": 2}  # type -> number of bounds

@@ -25,7 +25,8 @@ from recbole_lpo.data.head_tail import head_tail_split
 from recbole_lpo.errors import UserInputError
 from recbole_lpo.inference import load_data_and_model  # noqa: F401  (RecBole's API, plugin-aware)
 from recbole_lpo.objective import attach_preference_objective, tag_item_tokens
-from recbole_lpo.utils import PROJECT_ROOT, get_model, get_trainer
+from recbole_lpo.paths import PROJECT_ROOT
+from recbole_lpo.utils import get_model, get_trainer
 
 
 def run(model, dataset, config_file_list=None, config_dict=None, saved=True, nproc=1,

@@ -7,20 +7,15 @@ for it is ``recbole_lpo.trainer.<Name>Trainer``.
 
 import difflib
 import importlib
+import importlib.util
 import inspect
 import pkgutil
-from pathlib import Path
 
 from recbole.utils import get_model as recbole_get_model
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_lpo.errors import UserInputError
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PROPERTIES_DIR = PROJECT_ROOT / "properties"
-DATASET_DIR = PROJECT_ROOT / "dataset"
-RECBOLE_PROPERTIES_DIR = Path(importlib.util.find_spec("recbole").origin).parent / "properties"
 
 _KINDS = (
     "general_recommender",

@@ -81,7 +81,7 @@ def test_selection_reads_valid_never_test(bigger, workdir, tiny_config):
 
 
 def test_rivals_space_drops_what_the_model_does_not_read(workdir, tiny_config, capsys):
-    from recbole_lpo.utils import PROPERTIES_DIR
+    from recbole_lpo.paths import PROPERTIES_DIR
 
     seen = []
 
@@ -124,7 +124,7 @@ def test_bad_input(space, args, needle, workdir, tiny_config, monkeypatch, capsy
 
 
 def test_shipped_spaces_parse():
-    from recbole_lpo.utils import PROPERTIES_DIR
+    from recbole_lpo.paths import PROPERTIES_DIR
 
     spaces = {p.stem: hyper_tuning.read_params_file(str(p)) for p in (PROPERTIES_DIR / "hyper").glob("*.hyper")}
     assert set(spaces["LPO4Rec"]) == {"lpo_lambda", "lpo_tau", "neg_count", "alpha_tail"}

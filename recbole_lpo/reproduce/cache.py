@@ -15,7 +15,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from recbole_lpo.utils import PROJECT_ROOT
+from recbole_lpo.paths import PROJECT_ROOT
 
 # config keys that cannot change a result
 VOLATILE_KEYS = {

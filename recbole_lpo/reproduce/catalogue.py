@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from recbole_lpo.errors import UserInputError
-from recbole_lpo.utils import PROJECT_ROOT
+from recbole_lpo.paths import PROJECT_ROOT
 
 PROFILE_DIR = Path(PROJECT_ROOT) / "properties" / "reproduce"
 DATASETS = ("amazon-beauty", "amazon-sports-outdoors", "amazon-toys-games")
