@@ -26,7 +26,7 @@ def main(argv=None):
     parser.add_argument("--no_save", action="store_true", help="do not save the best checkpoint")
     parser.add_argument("--resume", type=str, default=None,
                         help="continue an interrupted run from its checkpoint (same model and config)")
-    args, _ = parser.parse_known_args(argv)
+    args, overrides = parser.parse_known_args(argv)
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
 
     from recbole_lpo.errors import run_cli
@@ -39,7 +39,7 @@ def main(argv=None):
 
         run(args.model, args.dataset, config_file_list=config_file_list, saved=not args.no_save,
             nproc=args.nproc, world_size=args.world_size, ip=args.ip, port=args.port,
-            group_offset=args.group_offset, resume=args.resume)
+            group_offset=args.group_offset, resume=args.resume, cmd_args=overrides)
 
     return run_cli(train)
 

@@ -1,9 +1,9 @@
 """recbole_lpo: listwise preference alignment (LPO4Rec) and its rivals for RecBole.
 
-Importing the package applies the RecBole 1.2.1 compatibility fixes
-(``recbole_lpo.compat``), hooks the shared head/tail split into RecBole's
-data sets, and registers the tail metrics, so scripts written against
-RecBole's own API get them too.
+Importing the package applies ``recbole_lpo.compat.PATCHES``: the RecBole
+1.2.1 fixes for today's stack, the training-split counts behind the shared
+head/tail split, and the plugin's metrics in RecBole's registry, so scripts
+written against RecBole's own API get them too.
 """
 
 try:
@@ -17,12 +17,5 @@ except ImportError as error:  # pragma: no cover - install hint only
 from recbole_lpo import compat
 
 compat.apply()
-
-from recbole_lpo.data import head_tail  # noqa: E402
-from recbole_lpo.evaluation import collector, metrics  # noqa: E402
-
-head_tail.install()
-collector.install()
-metrics.register_metrics()
 
 __version__ = "0.1.0"

@@ -9,7 +9,9 @@ defaults slotted above RecBole's):
    ``properties/dataset/default-sequential.yaml`` (the default protocol, its
    columns read from the ``.inter`` header when the data set has no YAML of
    its own), ``properties/dataset/<dataset>.yaml``
-3. the user's ``config_file_list``, then ``config_dict``, then ``--key=value``
+3. the user's ``config_file_list``, then ``config_dict``, then ``cmd_args``
+   (``["--key=value", ...]``: the command line's overrides, passed in; unlike
+   RecBole's Config, this one never reads ``sys.argv`` itself)
 
 ``data_path`` defaults to the shipped ``dataset/`` folder of this repository
 (from any working directory) unless the user sets one. Checks that RecBole
@@ -19,15 +21,18 @@ clear ``UserInputError``.
 """
 
 import os
-import re
 
+import torch
+import torch.distributed as dist
 import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
+from recbole_lpo.checks import check_config, check_types, documented_types
 from recbole_lpo.data.atomic import header_types
 from recbole_lpo.errors import UserInputError
-from recbole_lpo.objective import MODEL_OF_LOSS, backbone_class, objective_settings
+from recbole_lpo.checkpoint import backbone_class
+from recbole_lpo.objective import MODEL_OF_LOSS
 from recbole_lpo.paths import DATASET_DIR, PROPERTIES_DIR, RECBOLE_PROPERTIES_DIR
 from recbole_lpo.utils import get_model
 
@@ -35,7 +40,8 @@ DEFAULT_PROTOCOL = PROPERTIES_DIR / "dataset" / "default-sequential.yaml"
 
 
 class Config(RecBoleConfig):
-    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None):
+        self.cmd_args = list(cmd_args or [])
         for path in config_file_list or []:
             if not os.path.isfile(path):
                 raise UserInputError(f"config file '{path}' does not exist")
@@ -50,6 +56,18 @@ class Config(RecBoleConfig):
             message = error.args[0] if error.args else repr(error)
             raise UserInputError(f"invalid configuration: {message}") from error
         self._check()
+
+    def _load_cmd_line(self):
+        """``--key=value`` overrides from ``cmd_args`` (RecBole's own Config reads ``sys.argv``)."""
+        overrides = {}
+        for arg in self.cmd_args:
+            key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+            if not key or not sep:
+                raise UserInputError(f"unrecognised argument '{arg}': settings are given as --key=value")
+            if overrides.get(key, value) != value:
+                raise UserInputError(f"--{key} is given twice with different values ({overrides[key]}, {value})")
+            overrides[key] = value
+        return self._convert_config_dict(overrides)
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
@@ -99,9 +117,6 @@ class Config(RecBoleConfig):
         """RecBole's device set-up; under DDP, gloo on CPU instead of a hard-coded nccl."""
         if "local_rank" not in self.final_config_dict:
             return super()._init_device()
-        import torch
-        import torch.distributed as dist
-
         final = self.final_config_dict
         gpu_id = final["gpu_id"]
         final["gpu_id"] = ",".join(map(str, gpu_id)) if isinstance(gpu_id, tuple) else str(gpu_id)
@@ -162,85 +177,4 @@ class Config(RecBoleConfig):
                 f"(a config file or --key=value overrides any of them)")
 
     def _check(self):
-        fixed_loss = getattr(self.model_class, "preference_loss", None)
-        if fixed_loss is not None:
-            asked = self.external_config_dict.get("preference_loss", fixed_loss)
-            if asked != fixed_loss:
-                raise UserInputError(
-                    f"{self.model} always trains with preference_loss {fixed_loss}, got {asked}; "
-                    f"use --model={backbone_class(self.model_class).__name__} --preference_loss={asked}")
-            self.final_config_dict["preference_loss"] = fixed_loss
-        if self.final_config_dict.get("preference_loss") is not None:
-            objective_settings(self, self.final_config_dict["preference_loss"])
-        tail_ratio = self.final_config_dict.get("tail_ratio")
-        if not isinstance(tail_ratio, (int, float)) or isinstance(tail_ratio, bool) or not 0 < tail_ratio < 1:
-            raise UserInputError(f"tail_ratio must be a number in (0, 1), got {tail_ratio!r}")
-        from recbole_lpo.evaluation.metrics import check_tail_metric_config
-
-        check_tail_metric_config(self.final_config_dict)
-        check_dataset_exists(self.final_config_dict["data_path"], self.dataset)
-
-
-def check_dataset_exists(data_path, dataset):
-    """Refuse an unknown data set before RecBole offers to download it."""
-    if os.path.isdir(data_path) and any(
-        name.startswith(dataset + ".") for name in os.listdir(data_path)
-    ):
-        return
-    root = os.path.dirname(os.path.normpath(data_path))
-    available = sorted(
-        entry for entry in os.listdir(root) if os.path.isdir(os.path.join(root, entry))
-    ) if os.path.isdir(root) else []
-    listing = ", ".join(available) if available else "none"
-    raise UserInputError(
-        f"dataset '{dataset}' not found: no atomic files in {data_path} "
-        f"(data sets in {root}: {listing})"
-    )
-
-
-_TYPE_COMMENT = re.compile(r"^([A-Za-z_][\w]*):[^#]*#\s*\(([^)]*)\)")
-_NOT_CHECKED = {"gpu_id"}  # RecBole takes it as str, int or tuple
-
-
-def documented_types(path):
-    """``{key: "type spec"}`` from a YAML file's ``key: value  # (type) description`` lines."""
-    types = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            match = _TYPE_COMMENT.match(line)
-            if match:
-                types[match.group(1)] = match.group(2).strip()
-    return types
-
-
-def _matches(value, spec):
-    """Whether ``value`` fits a documented type such as ``int``, ``list of float``, ``list or str``."""
-    for option in (part.strip() for part in spec.split(" or ")):
-        kind, _, element = option.partition(" of ")
-        if kind == "None" and value is None:
-            return True
-        if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
-            return True
-        if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True
-        if kind == "bool" and isinstance(value, bool):
-            return True
-        if kind in ("str", "string") and isinstance(value, str):
-            return True
-        if kind == "dict" and isinstance(value, dict):
-            return True
-        if kind == "list" and isinstance(value, (list, tuple)):
-            return not element or all(_matches(v, element) for v in value)
-        if kind not in ("None", "int", "float", "bool", "str", "string", "dict", "list"):
-            return True  # a type we do not check
-    return False
-
-
-def check_types(config_dict, types):
-    """Every documented key holds its documented type (``~``/None always allowed)."""
-    for key, spec in types.items():
-        value = config_dict.get(key)
-        if value is None or key in _NOT_CHECKED:
-            continue
-        if not _matches(value, spec):
-            raise UserInputError(f"{key} must be of type {spec}, got {value!r} ({type(value).__name__})")
+        check_config(self)

@@ -5,6 +5,8 @@ file, a name); the command line prints its message as one ``error:`` line and
 exits with status 2 instead of a traceback. Bugs stay ordinary exceptions.
 """
 
+import sys
+
 
 class UserInputError(ValueError):
     """Bad input: a wrong name, value, file or combination of settings."""
@@ -20,8 +22,6 @@ def run_cli(action):
     Bad input prints one ``error:`` line and gives 2, a diverged training 3;
     anything else is a bug and keeps its traceback.
     """
-    import sys
-
     try:
         action()
     except UserInputError as error:

@@ -57,7 +57,8 @@ from recbole.trainer.hyper_tuning import HyperTuning
 
 from recbole_lpo.config import Config
 from recbole_lpo.errors import TrainingDiverged, UserInputError, run_cli
-from recbole_lpo.quick_start import run_recbole_lpo, unused_path
+from recbole_lpo.quick_start import run_recbole_lpo
+from recbole_lpo.records import unused_path
 from recbole_lpo.paths import PROJECT_ROOT, PROPERTIES_DIR
 
 ALGOS = ("exhaustive", "random", "bayes")
@@ -66,16 +67,17 @@ DEFAULT_MAX_EVALS = 20  # random / bayes
 DEFAULT_EARLY_STOP = 10  # random / bayes (RecBole's default)
 
 
-def objective_function(config_dict=None, config_file_list=None, saved=True):
+def objective_function(config_dict=None, config_file_list=None, saved=True, cmd_args=None):
     """RecBole's objective (same signature and result keys), run by ``run_recbole_lpo``.
 
     Model and data set come from ``config_dict`` / the config files / the
-    command line, resolved by ``Config`` as RecBole's objective does. Also
+    command line (``cmd_args``), resolved by ``Config`` as RecBole's objective does. Also
     returns ``run_recbole_lpo``'s extra keys (``result_file``, ...).
     """
-    config = Config(config_dict=config_dict, config_file_list=config_file_list)
+    config = Config(config_dict=config_dict, config_file_list=config_file_list, cmd_args=cmd_args)
     # each trial logs to its own file (run_recbole_lpo's start_logging)
-    result = run_recbole_lpo(config["model"], config["dataset"], config_file_list, config_dict, saved)
+    result = run_recbole_lpo(config["model"], config["dataset"], config_file_list, config_dict, saved,
+                             cmd_args=cmd_args)
     return dict(result, model=config["model"])
 
 
@@ -296,14 +298,19 @@ def check_params(params, config, source):
 
 
 def hyper_tune(model, dataset, params_file, config_file_list=None, config_dict=None, algo="exhaustive",
-               max_evals=None, early_stop=None, output_file=None, objective=objective_function):
-    """Run the search; write and print the table. Returns ``(tuner, table_path)``."""
+               max_evals=None, early_stop=None, output_file=None, objective=objective_function, cmd_args=None):
+    """Run the search; write and print the table. Returns ``(tuner, table_path)``.
+
+    ``cmd_args``: ``["--key=value", ...]`` fixed for every trial, above the search's values.
+    """
     if not os.path.isfile(params_file) and (PROJECT_ROOT / params_file).is_file():
         params_file = str(PROJECT_ROOT / params_file)  # the shipped properties/hyper/ from any folder
     params = read_params_file(params_file)
     fixed = dict(config_dict or {}, model=model, dataset=dataset)
-    config = Config(model, dataset, config_file_list, fixed)  # fail before the first trial
+    config = Config(model, dataset, config_file_list, fixed, cmd_args=cmd_args)  # fail before the first trial
     params = check_params(params, config, params_file)
+    if cmd_args:
+        objective = functools.partial(objective, cmd_args=cmd_args)
     tuner = LPOHyperTuning(objective, params, fixed, config_file_list, algo=algo, max_evals=max_evals,
                            early_stop=early_stop, seed=config["seed"])
     tuner.run()
@@ -337,11 +344,11 @@ def main(argv=None):
     parser.add_argument("--early_stop", type=int, default=None,
                         help="stop after N trials without a better valid score (0 = never)")
     parser.add_argument("--output_file", type=str, default=None, help="Markdown table (never overwritten)")
-    args, _ = parser.parse_known_args(argv)  # the rest: --key=value, read by RecBole's Config from sys.argv
+    args, overrides = parser.parse_known_args(argv)  # the rest: --key=value settings
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
     return run_cli(lambda: hyper_tune(args.model, args.dataset, args.params_file, config_file_list, algo=args.algo,
                                       max_evals=args.max_evals, early_stop=args.early_stop,
-                                      output_file=args.output_file))
+                                      output_file=args.output_file, cmd_args=overrides))
 
 
 if __name__ == "__main__":

@@ -15,44 +15,18 @@ Building the backbone also means DPO4Rec/SDPO4Rec never read their frozen
 reference (``ref_model_path``): a policy loads after that file is deleted.
 """
 
-import os
-
 import numpy as np
 import torch
 from recbole.data.interaction import Interaction
 from recbole.utils import ModelType, init_seed
 
-from recbole_lpo.compat import trusted_load
-from recbole_lpo.config import check_dataset_exists
+from recbole_lpo.checkpoint import backbone_class, item_token_hash, one_line, read_checkpoint, recorded
+from recbole_lpo.checks import check_dataset_exists
 from recbole_lpo.data.cache import prepare_data
 from recbole_lpo.errors import UserInputError
-from recbole_lpo.objective import backbone_class, item_token_hash
 from recbole_lpo.utils import get_model
 
 PAD_TOKEN = "[PAD]"  # RecBole's padding token, internal id 0 of every token field
-
-
-def _one_line(error, limit=300):
-    """``error``'s message on one line (torch's span several), cut at ``limit`` characters."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def read_checkpoint(model_file):
-    """The checkpoint dict in ``model_file``; one ``UserInputError`` naming the
-    file if it is missing, unreadable or not a RecBole checkpoint."""
-    if not os.path.isfile(model_file):
-        raise UserInputError(f"checkpoint '{model_file}' does not exist or is not a file")
-    try:
-        checkpoint = trusted_load(model_file, map_location="cpu")
-    except (OSError, RuntimeError) as error:  # trusted_load wraps any unpickling failure
-        cause = error.__cause__ or error
-        hint = "" if isinstance(cause, OSError) else " (not a file written by torch.save?)"
-        raise UserInputError(f"cannot read checkpoint '{model_file}': {_one_line(cause)}{hint}") from error
-    if not (isinstance(checkpoint, dict) and "state_dict" in checkpoint
-            and hasattr(checkpoint.get("config"), "final_config_dict")):
-        raise UserInputError(f"'{model_file}' is not a RecBole checkpoint (no config and state_dict)")
-    return checkpoint
 
 
 def inference_model_class(config):
@@ -100,7 +74,7 @@ def load_data_and_model(model_file):
     for RecBole's log file), so the command line stays quiet.
 
     Security: the checkpoint is unpickled with ``weights_only=False``
-    (``recbole_lpo.compat.trusted_load``; RecBole checkpoints hold a pickled
+    (``recbole_lpo.checkpoint.trusted_load``; RecBole checkpoints hold a pickled
     ``Config``), which can run code: load only files you or a run you trust
     wrote.
 
@@ -123,9 +97,8 @@ def load_data_and_model(model_file):
     data = prepare_data(config)  # read from the data cache, never written here
     dataset, train_data, valid_data, test_data = data.dataset, data.train_data, data.valid_data, data.test_data
 
-    other = checkpoint.get("other_parameter") or {}
-    recorded = other.get("item_token_hash")
-    if recorded is not None and recorded != item_token_hash(dataset):
+    tokens = recorded(checkpoint, "item_token_hash")
+    if tokens is not None and tokens != item_token_hash(dataset):
         raise UserInputError(
             f"checkpoint '{model_file}' was trained on other items than data set '{config['dataset']}' "
             f"in {config['data_path']} now holds (its atomic files changed since training)")
@@ -138,8 +111,8 @@ def load_data_and_model(model_file):
     except RuntimeError as error:  # missing/unexpected keys, shape mismatches
         raise UserInputError(
             f"checkpoint '{model_file}' does not fit the {model_class.__name__} built from its config: "
-            f"{_one_line(error)}") from error
-    model.load_other_parameter(other)
+            f"{one_line(error)}") from error
+    model.load_other_parameter(checkpoint.get("other_parameter"))
     model.eval()
     return config, model, dataset, train_data, valid_data, test_data
 

@@ -17,14 +17,18 @@ does this for any such model: the plugin's models call it in ``__init__``,
 and ``preference_loss: lpo`` in the config applies it to built-in models.
 """
 
-import hashlib
 import os
 from logging import getLogger
 
+import recbole
 import torch
 import torch.nn.functional as F
+import yaml
+from recbole.data.interaction import Interaction
+from recbole.model.sequential_recommender import Caser
 from torch import nn
 
+from recbole_lpo.checkpoint import backbone_class, item_token_hash, read_checkpoint, recorded
 from recbole_lpo.data.head_tail import head_tail_split
 from recbole_lpo.errors import UserInputError
 from recbole_lpo.losses import PREFERENCE_LOSSES, preference_loss, reward_accuracies, reward_margins, tail_weights
@@ -49,34 +53,11 @@ def _number(config, key, minimum=None, strict=False, integer=False):
     return value
 
 
-def backbone_class(model_class):
-    """The RecBole model class a plugin model builds on (itself for built-ins)."""
-    for cls in model_class.__mro__:
-        if cls.__module__.startswith("recbole.model."):
-            return cls
-    raise UserInputError(f"{model_class.__name__} is not built on a RecBole model")
-
-
 def encode_sequence(model, interaction):
     """The backbone's sequence representation [B H] for ``interaction``."""
-    from recbole.model.sequential_recommender import Caser
-
     if isinstance(model, Caser):
         return model.forward(interaction[model.USER_ID], interaction[model.ITEM_SEQ])
     return model.forward(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN])
-
-
-def item_token_hash(dataset):
-    tokens = dataset.field2id_token[dataset.iid_field]
-    return hashlib.sha256("\n".join(map(str, tokens)).encode()).hexdigest()[:16]
-
-
-def tag_item_tokens(model, dataset):
-    """Record the item-token hash in the model's ``other_parameter`` (saved in checkpoints)."""
-    names = list(getattr(model, "other_parameter_name", []))
-    if "item_token_hash" not in names:
-        model.other_parameter_name = names + ["item_token_hash"]
-    model.item_token_hash = item_token_hash(dataset)
 
 
 def objective_settings(config, loss_type):
@@ -141,8 +122,6 @@ class ReferenceEncodings:
         return (sequences * self.weights[:-1]).sum(dim=1) + lengths * self.weights[-1]  # [B]
 
     def _encode(self, sequences, lengths):
-        from recbole.data.interaction import Interaction
-
         batch = Interaction({self.seq_field: sequences, self.len_field: lengths})
         return encode_sequence(self.reference, batch)
 
@@ -303,9 +282,6 @@ def load_reference(config, dataset, policy, key="ref_model_path", role="referenc
     architecture; otherwise one clear error, before any training. DPO and
     S-DPO use it for their reference, CITIES for its base model.
     """
-    from recbole_lpo.inference import read_checkpoint
-    from recbole_lpo.utils import get_model
-
     path = config[key]
     want = backbone_class(type(policy))
     if not path:
@@ -317,13 +293,13 @@ def load_reference(config, dataset, policy, key="ref_model_path", role="referenc
     except UserInputError as error:
         raise UserInputError(f"{key}: {error}") from None
     ref_config, state = checkpoint["config"], checkpoint["state_dict"]
-    have = backbone_class(get_model(ref_config["model"]))
-    if have is not want:
-        raise UserInputError(f"{role} '{path}' is a {have.__name__}, the policy's backbone is {want.__name__}")
+    have = checkpoint_backbone(checkpoint)
+    if have != want.__name__:
+        raise UserInputError(f"{role} '{path}' is a {have}, the policy's backbone is {want.__name__}")
     problems = []
     if ref_config["dataset"] != config["dataset"]:
         problems.append(f"dataset {ref_config['dataset']} != {config['dataset']}")
-    tokens = (checkpoint.get("other_parameter") or {}).get("item_token_hash")
+    tokens = recorded(checkpoint, "item_token_hash")
     if tokens is not None and tokens != item_token_hash(dataset):
         problems.append("different item tokens")
     for key in _architecture_keys(want, config):
@@ -347,11 +323,18 @@ def load_reference(config, dataset, policy, key="ref_model_path", role="referenc
     return reference
 
 
+def checkpoint_backbone(checkpoint):
+    """Class name of the RecBole backbone of ``checkpoint``'s model.
+
+    Recorded by the plugin (``recbole_lpo.checkpoint.tag_model``); a checkpoint
+    without the tag (written by RecBole itself) holds a RecBole model, whose
+    class is its backbone.
+    """
+    return recorded(checkpoint, "backbone_name") or checkpoint["config"]["model"]
+
+
 def _architecture_keys(backbone, config):
     """Keys of the backbone's RecBole YAML plus the history length: must match the reference's."""
-    import yaml
-    import recbole
-
     path = os.path.join(os.path.dirname(recbole.__file__), "properties", "model", f"{backbone.__name__}.yaml")
     keys = ["MAX_ITEM_LIST_LENGTH"]
     if os.path.isfile(path):

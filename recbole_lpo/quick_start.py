@@ -2,45 +2,43 @@
 
 RecBole's own ``recbole.quick_start`` imports ray, so it is never imported
 here. ``run_recbole_lpo`` returns RecBole's usual result dict and writes a
-result JSON (see ``write_result``) beside it.
+result JSON (``recbole_lpo.records.write_result``) beside it.
 """
 
-import datetime
-import json
+import gc
 import logging
 import os
-import platform
 import shutil
-import subprocess
 import sys
 from logging import getLogger
 
 import numpy as np
 import torch
+import torch.multiprocessing as mp
 from recbole.utils import init_logger, init_seed, set_color
 
+from recbole_lpo.checkpoint import tag_model
 from recbole_lpo.config import Config
 from recbole_lpo.data.cache import prepare_data, store
 from recbole_lpo.data.head_tail import head_tail_split
 from recbole_lpo.errors import UserInputError
 from recbole_lpo.inference import load_data_and_model  # noqa: F401  (RecBole's API, plugin-aware)
-from recbole_lpo.objective import attach_preference_objective, tag_item_tokens
-from recbole_lpo.paths import PROJECT_ROOT
+from recbole_lpo.objective import attach_preference_objective
+from recbole_lpo.records import unused_path, write_result
 from recbole_lpo.utils import get_model, get_trainer
 
 
 def run(model, dataset, config_file_list=None, config_dict=None, saved=True, nproc=1,
-        world_size=-1, ip="localhost", port="5678", group_offset=0, resume=None):
+        world_size=-1, ip="localhost", port="5678", group_offset=0, resume=None, cmd_args=None):
     """Single process, or RecBole's multi-process (DDP) launch for ``nproc > 1``."""
     if nproc == 1 and world_size <= 0:
-        return run_recbole_lpo(model, dataset, config_file_list, config_dict, saved, resume=resume)
-    import torch.multiprocessing as mp
-
+        return run_recbole_lpo(model, dataset, config_file_list, config_dict, saved, resume=resume,
+                               cmd_args=cmd_args)
     queue = mp.get_context("spawn").SimpleQueue()
     config_dict = dict(config_dict or {})
     config_dict.update({"world_size": world_size if world_size > 0 else nproc, "ip": ip,
                         "port": port, "nproc": nproc, "offset": group_offset})
-    mp.spawn(_run_process, args=(model, dataset, config_file_list, config_dict, saved, queue, resume),
+    mp.spawn(_run_process, args=(model, dataset, config_file_list, config_dict, saved, queue, resume, cmd_args),
              nprocs=nproc, join=True)
     return None if queue.empty() else queue.get()
 
@@ -82,7 +80,7 @@ def create_model(config, dataset):
     model = get_model(config["model"])(config, dataset)
     if config["preference_loss"] is not None and getattr(model, "preference_objective", None) is None:
         attach_preference_objective(model, config, dataset, config["preference_loss"])
-    tag_item_tokens(model, dataset)
+    tag_model(model, dataset)
     return model.to(config["device"])
 
 
@@ -138,25 +136,27 @@ def _discard_run_files():
                 os.remove(handler.baseFilename)
 
 
-def _run_process(rank, model, dataset, config_file_list, config_dict, saved, queue, resume):
+def _run_process(rank, model, dataset, config_file_list, config_dict, saved, queue, resume, cmd_args):
     config_dict = dict(config_dict, local_rank=rank)
-    run_recbole_lpo(model, dataset, config_file_list, config_dict, saved, queue=queue, resume=resume)
+    run_recbole_lpo(model, dataset, config_file_list, config_dict, saved, queue=queue, resume=resume,
+                    cmd_args=cmd_args)
 
 
 def run_recbole_lpo(model=None, dataset=None, config_file_list=None, config_dict=None,
-                    saved=True, queue=None, resume=None):
+                    saved=True, queue=None, resume=None, cmd_args=None):
     """Train ``model`` on ``dataset``, select on validation, test the best checkpoint.
 
     ``resume``: a checkpoint of an interrupted run of the same model and
     config; training continues from it (random streams included) and keeps
-    writing that checkpoint.
+    writing that checkpoint. ``cmd_args``: ``["--key=value", ...]`` overrides
+    above every other source (the command line's).
 
     Returns RecBole's dict (``best_valid_score``, ``valid_score_bigger``,
     ``best_valid_result``, ``test_result``) plus ``result_file``, the path of
     the result JSON.
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
-                    config_dict=config_dict)
+                    config_dict=config_dict, cmd_args=cmd_args)
     init_seed(config["seed"], config["reproducibility"])
     start_logging(config)
     logger = getLogger()
@@ -262,8 +262,6 @@ def _close_distributed(trainer):
     """Tear DDP down in order: the DDP wrapper (it holds the process group) first, then,
     once every process got here, the group. A process leaving while another is still
     in a collective, or a live DDP reducer at exit, aborts ("terminate called ...")."""
-    import gc
-
     trainer.distributed_model = None
     gc.collect()
     torch.distributed.barrier()
@@ -282,90 +280,3 @@ def _gather_unique_rows(columns):
                 rows.append(row)
     rows.sort(key=lambda row: row[:2])
     return [torch.tensor(column) for column in zip(*rows)]
-
-
-def machine_info(config):
-    device = str(config["device"])
-    info = {"host": platform.node(), "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "torch": torch.__version__, "device": device,
-            "torch_threads": torch.get_num_threads()}
-    if device.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name(config["device"])
-    return info
-
-
-def git_commit():
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
-                             text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        return value.item()
-    return str(value)
-
-
-def unused_path(path):
-    """``path`` if free, else ``stem-1.ext``, ``stem-2.ext`` ...: never overwrite."""
-    stem, ext = os.path.splitext(path)
-    candidate, n = path, 0
-    while os.path.exists(candidate):
-        n += 1
-        candidate = f"{stem}-{n}{ext}"
-    return candidate
-
-
-def write_result(config, split, result, ranks, checkpoint):
-    """Write the run's result JSON and return its path.
-
-    Holds the resolved config, seed, git commit, machine and device, the
-    tail-set hash, overall and tail metrics (valid and test), the share of
-    test users with a tail target, and per-user ranks of the test item.
-    """
-    result_dir = config["result_dir"] or "saved"
-    os.makedirs(result_dir, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = unused_path(os.path.join(result_dir, f"{config['model']}-{config['dataset']}-{stamp}.json"))
-    record = {
-        "model": config["model"],
-        "dataset": config["dataset"],
-        "seed": config["seed"],
-        "git_commit": git_commit(),
-        "machine": machine_info(config),
-        "finished": datetime.datetime.now().isoformat(timespec="seconds"),
-        "tail_ratio": split.tail_ratio,
-        "tail_set_hash": split.tail_hash,
-        "n_head_items": split.n_head,
-        "n_tail_items": split.n_tail,
-        "tail_user_share": ranks["tail_user_share"],
-        "epochs_trained": result["epochs_trained"],
-        "best_epoch": result["best_epoch"],
-        "best_valid_score": result["best_valid_score"],
-        "best_valid_result": _jsonable(result["best_valid_result"]),
-        "test_result": _jsonable(result["test_result"]),
-        "checkpoint": checkpoint,
-        "preference_history": _jsonable(result.get("preference_history", {})),
-        "config": _jsonable(config.final_config_dict),
-    }
-    if config["save_per_user_ranks"]:
-        record["per_user"] = {k: v for k, v in ranks.items() if k != "tail_user_share"}
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(record, f)
-    os.replace(tmp, path)
-    return path

@@ -16,6 +16,9 @@ import argparse
 import sys
 import warnings
 
+from recbole_lpo.errors import run_cli
+from recbole_lpo.inference import load_data_and_model, recommend
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m recbole_lpo.recommend",
@@ -32,19 +35,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    # RecBole's Config reads `--key=value` overrides from sys.argv (and refuses
-    # other arguments). Loading reuses the checkpoint's pickled Config and
-    # builds none today; clearing argv keeps this command's own flags out of
-    # any Config built on the way, now or later.
-    sys.argv = sys.argv[:1]
     # RecBole 1.2.1's pandas FutureWarnings say nothing to someone asking for items
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole(\.|$)")
 
-    from recbole_lpo.errors import run_cli
-
     def print_recommendations():
-        from recbole_lpo.inference import load_data_and_model, recommend
-
         _, model, dataset, *_ = load_data_and_model(args.checkpoint)
         top = recommend(model, dataset, args.user, k=args.k, exclude_history=args.exclude_history)
         for user, items in top.items():

@@ -25,6 +25,7 @@ import torch
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
 
+from recbole_lpo.checkpoint import read_checkpoint
 from recbole_lpo.errors import TrainingDiverged, UserInputError
 
 
@@ -110,8 +111,6 @@ class Trainer(RecBoleTrainer):
         resume_file = str(resume_file)
         if not os.path.isfile(resume_file):
             raise UserInputError(f"cannot resume: checkpoint '{resume_file}' does not exist")
-        from recbole_lpo.inference import read_checkpoint
-
         checkpoint = read_checkpoint(resume_file)  # one clear error naming the file
         saved_model = checkpoint["config"]["model"]
         if saved_model != self.config["model"]:

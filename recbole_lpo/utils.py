@@ -11,6 +11,7 @@ import importlib.util
 import inspect
 import pkgutil
 
+from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import get_model as recbole_get_model
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import get_trainer as recbole_get_trainer
@@ -40,8 +41,6 @@ def _plugin_model(model_name):
 
 def available_models():
     """Names of every model the plugin or RecBole provides."""
-    from recbole.model.abstract_recommender import AbstractRecommender
-
     names = set()
     for package_name in ("recbole_lpo.model", "recbole.model"):
         package = importlib.import_module(package_name)

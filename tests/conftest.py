@@ -17,10 +17,8 @@ TINY_YAML = str(FIXTURES / "tiny.yaml")
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    """Run in a temporary folder (RecBole writes log/ into the working directory)
-    with a clean sys.argv (RecBole's Config parses it)."""
+    """Run in a temporary folder (RecBole writes log/ into the working directory)."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["pytest"])
     return tmp_path
 
 

@@ -21,7 +21,6 @@ def _cli(monkeypatch, capsys, *args):
     """Run the CLI in-process; bad input must leave no file behind (log, checkpoint, result)."""
     before = _files(os.getcwd())
     argv = ["run_recbole_lpo.py", *args]
-    monkeypatch.setattr(sys, "argv", argv)  # RecBole's Config reads sys.argv itself
     code = run_recbole_lpo.main(argv[1:])
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error:")]

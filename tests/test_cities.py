@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recbole_lpo.compat import trusted_load
+from recbole_lpo.checkpoint import trusted_load
 from recbole_lpo.data.head_tail import head_tail_split
 from recbole_lpo.errors import UserInputError
 from recbole_lpo.model.sequential_recommender.cities import (ContextInference, _masked_mean, _padding_mask,

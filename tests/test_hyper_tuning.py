@@ -14,7 +14,6 @@ from recbole_lpo import hyper_tuning  # noqa: E402
 
 def _cli(monkeypatch, capsys, *args):
     argv = ["hyper_tuning.py", *args]
-    monkeypatch.setattr(sys, "argv", argv)  # RecBole's Config reads sys.argv itself
     code = hyper_tuning.main(argv[1:])
     out, err = capsys.readouterr()
     return code, out, err

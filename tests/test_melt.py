@@ -10,7 +10,7 @@ import torch
 from recbole_lpo.data.head_tail import head_tail_split
 from recbole_lpo.errors import UserInputError
 
-from recbole_lpo.compat import trusted_load
+from recbole_lpo.checkpoint import trusted_load
 from recbole_lpo.quick_start import run_recbole_lpo
 
 from conftest import TINY_YAML, build_model, cli_on_fixture, train_losses

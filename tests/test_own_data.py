@@ -39,16 +39,15 @@ def own_data(tmp_path, monkeypatch):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    monkeypatch.setattr(sys, "argv", ["pytest"])
     outputs = {"data_path": str(tmp_path / "data"), "checkpoint_dir": str(elsewhere / "saved"),
                "result_dir": str(elsewhere / "results")}
     return rows, outputs
 
 
-def _config(model, outputs, config_files=None, **overrides):
+def _config(model, outputs, config_files=None, cmd_args=None, **overrides):
     from recbole_lpo.config import Config
 
-    return Config(model, "mydata", config_files, dict(outputs, **overrides))
+    return Config(model, "mydata", config_files, dict(outputs, **overrides), cmd_args=cmd_args)
 
 
 def test_default_protocol_is_leave_one_out_in_time_order(own_data):
@@ -81,8 +80,7 @@ def test_key_value_and_config_files_win_over_the_default_protocol(own_data, tmp_
     _, outputs = own_data
     user_yaml = tmp_path / "my.yaml"
     user_yaml.write_text("topk: [3]\nvalid_metric: Hit@3\nMAX_ITEM_LIST_LENGTH: 7\n")
-    monkeypatch.setattr(sys, "argv", ["run_recbole_lpo.py", "--MAX_ITEM_LIST_LENGTH=5"])
-    config = _config("LPO4Rec", outputs, [str(user_yaml)])
+    config = _config("LPO4Rec", outputs, [str(user_yaml)], cmd_args=["--MAX_ITEM_LIST_LENGTH=5"])
     assert config["topk"] == [3] and config["valid_metric"] == "Hit@3"
     assert config["MAX_ITEM_LIST_LENGTH"] == 5  # command line > config file > default protocol
     assert config["eval_args"]["split"] == {"LS": "valid_and_test"}  # the rest stays
@@ -124,7 +122,6 @@ def test_missing_or_mistyped_column_is_one_clear_error(header, needle, tmp_path,
     from recbole_lpo.errors import UserInputError
 
     write_inter(tmp_path, header=header)
-    monkeypatch.setattr(sys, "argv", ["pytest"])
     with pytest.raises(UserInputError) as error:
         _config("SASRec", {"data_path": str(tmp_path)})
     assert needle in str(error.value) and "\n" not in str(error.value)
@@ -132,7 +129,6 @@ def test_missing_or_mistyped_column_is_one_clear_error(header, needle, tmp_path,
 
 def test_time_field_named_in_the_header(tmp_path, monkeypatch):
     write_inter(tmp_path, header="user_id:token\titem_id:token\tts:float")
-    monkeypatch.setattr(sys, "argv", ["pytest"])
     config = _config("SASRec", {"data_path": str(tmp_path), "TIME_FIELD": "ts"})
     assert config["load_col"] == {"inter": ["user_id", "item_id", "ts"]}
 
@@ -179,3 +175,17 @@ def test_cli_runs_lpo4rec_on_own_data_with_only_data_path(own_data):
     record = json.loads(open(os.path.join(outputs["result_dir"], result_file)).read())
     assert record["model"] == "LPO4Rec" and record["dataset"] == "mydata"
     assert 0 <= record["test_result"]["tailndcg@10"] <= 1 and len(record["per_user"]["rank"]) == 30
+
+
+def test_config_reads_overrides_from_cmd_args_never_sys_argv(own_data, monkeypatch):
+    """A script's own command line is not a config source; cmd_args is, in RecBole's --key=value form."""
+    from recbole_lpo.errors import UserInputError
+
+    _, outputs = own_data
+    monkeypatch.setattr(sys, "argv", ["my_script.py", "--epochs=7", "--whatever"])
+    assert _config("SASRec", outputs)["epochs"] != 7
+    assert _config("SASRec", outputs, cmd_args=["--epochs=7"])["epochs"] == 7
+    with pytest.raises(UserInputError, match="unrecognised argument 'epochs=7'"):
+        _config("SASRec", outputs, cmd_args=["epochs=7"])
+    with pytest.raises(UserInputError, match="--epochs is given twice"):
+        _config("SASRec", outputs, cmd_args=["--epochs=7", "--epochs=8"])

@@ -158,7 +158,6 @@ def test_cli_rejects_bad_hyper_parameters(arg, message, workdir, monkeypatch, ca
 
     argv = ["run_recbole_lpo.py", "--model=R2Rec", "--dataset=tiny", f"--data_path={FIXTURES}",
             f"--config_files={TINY_YAML}", arg]
-    monkeypatch.setattr(sys, "argv", argv)
     assert run_recbole_lpo.main(argv[1:]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {message}"]

@@ -33,7 +33,6 @@ def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("recommend")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
-        patch.setattr(sys, "argv", ["pytest"])  # RecBole's Config parses sys.argv
 
         def train(model, **overrides):
             config = {"data_path": str(FIXTURES), "checkpoint_dir": str(folder / "saved"),

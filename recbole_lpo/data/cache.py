@@ -31,6 +31,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 import pandas as pd
 import recbole
+import recbole.data.dataset as recbole_datasets
 import torch
 from recbole.data import create_dataset, create_samplers, data_preparation, get_dataloader
 from recbole.utils import ModelType
@@ -67,9 +68,7 @@ def files_digest(config):
 
 def dataset_class_name(config):
     """The data set class ``create_dataset`` picks for ``config``."""
-    import recbole.data.dataset as module
-
-    if hasattr(module, config["model"] + "Dataset"):
+    if hasattr(recbole_datasets, config["model"] + "Dataset"):
         return config["model"] + "Dataset"
     return "SequentialDataset" if config["MODEL_TYPE"] == ModelType.SEQUENTIAL else str(config["MODEL_TYPE"])
 

@@ -19,6 +19,7 @@ distributed sampler pads shards by repeating up to world_size - 1 users.)
 import copy
 
 import torch
+import torch.distributed as dist
 from recbole.evaluator.collector import Collector
 
 from recbole_lpo.data.head_tail import head_tail_split
@@ -101,16 +102,12 @@ def _topk_hits(scores_tensor, topk_idx, positive_u, positive_i):
 
 def _gather_across_processes(tensor):
     """Under DDP, every process's rows (each process evaluates a shard of users)."""
-    import torch.distributed as dist
-
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, tensor.cpu())
     return torch.cat(gathered, dim=0)
 
 
 def get_data_struct(self):
-    import torch.distributed as dist
-
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
     for key, value in self.data_struct._data_dict.items():
         if isinstance(value, torch.Tensor):

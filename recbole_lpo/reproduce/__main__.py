@@ -14,11 +14,14 @@ import argparse
 import sys
 
 from recbole_lpo.errors import run_cli
+from recbole_lpo.reproduce.cache import RunCache
+from recbole_lpo.reproduce.catalogue import DATASETS, GROUPS, SEEDS, plan
+from recbole_lpo.reproduce.report import write_reports
+from recbole_lpo.reproduce.runner import execute, resolve
+from recbole_lpo.utils import parse_overrides
 
 
 def build_parser():
-    from recbole_lpo.reproduce.catalogue import DATASETS, GROUPS, SEEDS
-
     parser = argparse.ArgumentParser(prog="python -m recbole_lpo.reproduce", description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=[DATASETS[0]], help="data sets (default: amazon-beauty)")
     parser.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS)
@@ -40,11 +43,6 @@ def build_parser():
 
 
 def main(argv=None):
-    from recbole_lpo.reproduce.cache import RunCache
-    from recbole_lpo.reproduce.catalogue import plan
-    from recbole_lpo.reproduce.runner import execute, resolve
-    from recbole_lpo.utils import parse_overrides
-
     args = build_parser().parse_args(argv)
     user_overrides = parse_overrides(args.set)
     runs = plan(args.datasets, args.groups, args.seeds, args.profile, args.labels)
@@ -59,8 +57,6 @@ def main(argv=None):
     if not args.tables_only:
         failed = execute(resolved, args.cache, jobs=args.jobs, threads=args.threads,
                          log=lambda msg: print(msg, flush=True))
-    from recbole_lpo.reproduce.report import write_reports
-
     for path in write_reports(resolved, args, user_overrides):
         print(f"wrote {path}")
     if failed:

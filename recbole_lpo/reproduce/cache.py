@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 from recbole_lpo.paths import PROJECT_ROOT
+from recbole_lpo.records import jsonable
 
 # config keys that cannot change a result
 VOLATILE_KEYS = {
@@ -25,6 +26,7 @@ VOLATILE_KEYS = {
     "dataloaders_save_path", "ddp_backend", "save_per_user_ranks", "data_cache_dir",
 }
 SHARED_CODE = ["recbole_lpo/__init__.py", "recbole_lpo/compat.py", "recbole_lpo/config.py",
+               "recbole_lpo/checks.py", "recbole_lpo/checkpoint.py",
                "recbole_lpo/utils.py", "recbole_lpo/losses.py", "recbole_lpo/sampling.py",
                "recbole_lpo/objective.py", "recbole_lpo/trainer.py", "recbole_lpo/quick_start.py",
                "recbole_lpo/data", "recbole_lpo/evaluation",
@@ -52,9 +54,7 @@ def code_version(model):
 
 
 def config_fingerprint(final_config_dict):
-    from recbole_lpo.quick_start import _jsonable
-
-    return {k: _jsonable(v) for k, v in sorted(final_config_dict.items()) if k not in VOLATILE_KEYS}
+    return {k: jsonable(v) for k, v in sorted(final_config_dict.items()) if k not in VOLATILE_KEYS}
 
 
 def run_key(config_fields, code):

@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from recbole_lpo.reproduce import catalogue as cat
+from recbole_lpo.reproduce import plots
 from recbole_lpo.reproduce.runner import check_comparable, load_records
 from recbole_lpo.reproduce.stats import mean_std, paired_ttest, seed_mean, select_default
 
@@ -237,8 +238,6 @@ def write_dataset_report(grid, args, user_overrides, out):
               markdown_table(grid, sensitivity_rows(grid), SHORT, bold=False, name_setting=False), "",
               "The paper's point shows its row's seeds; the other points, and the plot, one seed.", ""]
     written = []
-    from recbole_lpo.reproduce import plots
-
     figures = plots.dataset_figures(grid, out, f"{grid.dataset}-{args.profile}")
     if figures is None:
         lines += ["Plots skipped: matplotlib is not installed (`pip install -e .[plots]`).", ""]
@@ -265,8 +264,6 @@ def write_reports(resolved, args, user_overrides):
         if grid.rows:
             written += write_dataset_report(grid, args, user_overrides, out)
     if getattr(args, "epoch_cost", None):
-        from recbole_lpo.reproduce import plots
-
         path = plots.efficiency(args.epoch_cost, out / "efficiency.png")
         if path:
             written.append(str(path))

@@ -53,20 +53,12 @@ def resolve(runs, user_overrides=None, config_files=None):
         for config_key, label in exp.needs.items():
             dep = next(d for d in run.dependencies() if d.label == label)
             config_dict[config_key] = f"run:{keys[dep]}"
-        config = _config_without_argv(exp.model, run.dataset, config_files, config_dict)
+        config = Config(model=exp.model, dataset=run.dataset, config_file_list=config_files,
+                        config_dict=config_dict)
         code = code_version(exp.model)
         keys[run] = run_key(config_fingerprint(config.final_config_dict), code)
         resolved.append(Resolved(run, keys[run], config_dict, list(config_files or []), code))
     return resolved
-
-
-def _config_without_argv(model, dataset, config_files, config_dict):
-    """RecBole's Config also reads ``--key=value`` from sys.argv: not the grid's own options."""
-    argv, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        return Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=config_dict)
-    finally:
-        sys.argv = argv
 
 
 def execute(resolved, cache_root, jobs=1, threads=1, log=print, poll=1.0):

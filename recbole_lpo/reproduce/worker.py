@@ -11,12 +11,12 @@ import sys
 
 import torch
 
+from recbole_lpo.quick_start import run_recbole_lpo
+from recbole_lpo.reproduce.cache import RunCache
+
 
 def main(payload):
     torch.set_num_threads(payload["threads"])
-    from recbole_lpo.quick_start import run_recbole_lpo
-    from recbole_lpo.reproduce.cache import RunCache
-
     result = run_recbole_lpo(payload["model"], payload["dataset"], config_file_list=payload["config_files"] or None,
                              config_dict=payload["config_dict"], saved=True)
     with open(result["result_file"], encoding="utf-8") as f:
