@@ -85,3 +85,32 @@ def tag_model(model, dataset):
 def recorded(checkpoint, name):
     """A tag ``tag_model`` recorded in ``checkpoint`` (None for checkpoints written without it)."""
     return (checkpoint.get("other_parameter") or {}).get(name)
+
+
+# config keys that cannot change a run's result (locations, devices, logging, process layout)
+RESULT_NEUTRAL_KEYS = frozenset({
+    "checkpoint_dir", "result_dir", "data_path", "show_progress", "state", "device", "gpu_id", "use_gpu",
+    "local_rank", "nproc", "world_size", "ip", "port", "offset", "single_spec", "log_wandb", "wandb_project",
+    "eval_batch_size", "worker", "save_dataset", "save_dataloaders", "dataset_save_path",
+    "dataloaders_save_path", "ddp_backend", "save_per_user_ranks", "data_cache_dir", "run_id", "extra_keys",
+})
+# ... and those that change only what happens after the last checkpoint: a resumed run may change them
+RESUME_MAY_CHANGE = frozenset({"epochs", "stopping_step"})
+
+
+def changed_settings(saved_config, config):
+    """``[(key, saved value, new value)]`` of the settings a resumed run would change
+    (every key but ``RESULT_NEUTRAL_KEYS`` and ``RESUME_MAY_CHANGE``)."""
+    saved, new = saved_config.final_config_dict, config.final_config_dict
+    changed = []
+    for key in sorted(set(saved) | set(new), key=str):
+        if key in RESULT_NEUTRAL_KEYS or key in RESUME_MAY_CHANGE:
+            continue
+        before, after = saved.get(key), new.get(key)
+        try:
+            same = bool(before == after)
+        except Exception:  # values without a plain ==: compare their text
+            same = repr(before) == repr(after)
+        if not same:
+            changed.append((key, before, after))
+    return changed

@@ -16,14 +16,25 @@ class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite (names the epoch and batch)."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message names the last checkpoint and how to resume."""
+
+
 def run_cli(action):
     """Run a command's ``action()``; return its exit status.
 
-    Bad input prints one ``error:`` line and gives 2, a diverged training 3;
-    anything else is a bug and keeps its traceback.
+    Bad input prints one ``error:`` line and gives 2, a diverged training 3,
+    Ctrl-C one line (the last checkpoint and how to resume, when training) and
+    130; anything else is a bug and keeps its traceback.
     """
     try:
         action()
+    except Interrupted as interrupted:
+        print(f"interrupted: {interrupted}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

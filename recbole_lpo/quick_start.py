@@ -21,16 +21,18 @@ from recbole_lpo.checkpoint import tag_model
 from recbole_lpo.config import Config
 from recbole_lpo.data.cache import prepare_data, store
 from recbole_lpo.data.head_tail import head_tail_split
-from recbole_lpo.errors import UserInputError
+from recbole_lpo.errors import Interrupted, UserInputError
 from recbole_lpo.inference import load_data_and_model  # noqa: F401  (RecBole's API, plugin-aware)
 from recbole_lpo.objective import attach_preference_objective
-from recbole_lpo.records import unused_path, write_result
+from recbole_lpo.records import new_run_id, remove_stale_partials, unused_path, write_result
 from recbole_lpo.utils import get_model, get_trainer
 
 
 def run(model, dataset, config_file_list=None, config_dict=None, saved=True, nproc=1,
         world_size=-1, ip="localhost", port="5678", group_offset=0, resume=None, cmd_args=None):
     """Single process, or RecBole's multi-process (DDP) launch for ``nproc > 1``."""
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise UserInputError(f"--nproc must be an integer >= 1, got {nproc!r}")
     if nproc == 1 and world_size <= 0:
         return run_recbole_lpo(model, dataset, config_file_list, config_dict, saved, resume=resume,
                                cmd_args=cmd_args)
@@ -57,12 +59,16 @@ def _prepare(config, resume, logger):
     logger.info(model)
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"], config)(config, model)
+    for path in remove_stale_partials(trainer.checkpoint_dir):
+        logger.info(f"removed {path}: a checkpoint write that was killed")
+    # this run's own name: RecBole's is <model>-<time>.pth, the same for runs started in one second
+    trainer.saved_model_file = unused_path(
+        os.path.join(trainer.checkpoint_dir, f"{config['model']}-{config['run_id']}.pth"))
     try:
         if resume:
             trainer.resume_checkpoint(resume)
-            logger.info(f"resumed from {resume} at epoch {trainer.start_epoch}")
-        else:
-            trainer.saved_model_file = unused_path(trainer.saved_model_file)
+            logger.info(f"resumed from {resume} at epoch {trainer.start_epoch}, "
+                        f"continuing in {trainer.saved_model_file}")
     except UserInputError:
         trainer.tensorboard.close()
         shutil.rmtree(trainer.tensorboard.log_dir, ignore_errors=True)
@@ -136,6 +142,30 @@ def _discard_run_files():
                 os.remove(handler.baseFilename)
 
 
+def _missing_folders(config):
+    """The output folders a run may create that do not exist yet (deepest first)."""
+    candidates = ["log", os.path.join("log", config["model"]), "log_tensorboard", config["checkpoint_dir"],
+                  config["result_dir"] or "saved", config["data_cache_dir"]]
+    return sorted({os.path.abspath(c) for c in candidates if c and not os.path.exists(c)}, key=len, reverse=True)
+
+
+def _remove_empty(folders):
+    """Remove each of ``folders`` (deepest first) that is empty: bad input leaves no empty folder."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty, or gone
+            pass
+
+
+def _interrupted_message(trainer, config, saved):
+    path = trainer.saved_model_file
+    if not saved or trainer.last_saved_epoch is None or not os.path.isfile(path):
+        return "training stopped before its first checkpoint was saved; nothing to resume"
+    return (f"last checkpoint {path} (epoch {trainer.last_saved_epoch}); continue with: python run_recbole_lpo.py "
+            f"--model={config['model']} --dataset={config['dataset']} --resume={path} (and the same settings)")
+
+
 def _run_process(rank, model, dataset, config_file_list, config_dict, saved, queue, resume, cmd_args):
     config_dict = dict(config_dict, local_rank=rank)
     run_recbole_lpo(model, dataset, config_file_list, config_dict, saved, queue=queue, resume=resume,
@@ -146,9 +176,11 @@ def run_recbole_lpo(model=None, dataset=None, config_file_list=None, config_dict
                     saved=True, queue=None, resume=None, cmd_args=None):
     """Train ``model`` on ``dataset``, select on validation, test the best checkpoint.
 
-    ``resume``: a checkpoint of an interrupted run of the same model and
-    config; training continues from it (random streams included) and keeps
-    writing that checkpoint. ``cmd_args``: ``["--key=value", ...]`` overrides
+    ``resume``: a checkpoint of an interrupted run of the same model, data
+    and settings (``epochs`` and ``stopping_step`` may change); training
+    continues from it (random streams included) into a NEW checkpoint, never
+    the file given. Ctrl-C during training raises ``Interrupted`` naming the
+    last checkpoint. ``cmd_args``: ``["--key=value", ...]`` overrides
     above every other source (the command line's).
 
     Returns RecBole's dict (``best_valid_score``, ``valid_score_bigger``,
@@ -157,23 +189,31 @@ def run_recbole_lpo(model=None, dataset=None, config_file_list=None, config_dict
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
                     config_dict=config_dict, cmd_args=cmd_args)
+    config["run_id"] = new_run_id()  # also makes RecBole's log file name (a hash of the config) unique
     init_seed(config["seed"], config["reproducibility"])
+    new_folders = _missing_folders(config)
     start_logging(config)
     logger = getLogger()
     logger.info(sys.argv)
     if config.protocol_note:
         logger.info(config.protocol_note)
-    logger.info(config)
     try:
         train_data, valid_data, test_data, split, trainer = _prepare(config, resume, logger)
     except UserInputError:
         _discard_run_files()  # bad input: leave no log or tensorboard files behind
+        _remove_empty(new_folders)
         raise
+    logger.info(config)  # after every input check: an error line is never buried under it
 
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"])
-    test_result = trainer.evaluate(test_data, load_best_model=saved,
-                                   show_progress=config["show_progress"])
+    try:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"])
+        test_result = trainer.evaluate(test_data, load_best_model=saved,
+                                       show_progress=config["show_progress"])
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted_message(trainer, config, saved)) from None
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")

@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import platform
+import secrets
 import subprocess
 
 import torch
@@ -52,6 +53,57 @@ def jsonable(value):
     return str(value)
 
 
+def new_run_id():
+    """``<Mon-DD-YYYY_HH-MM-SS>-<6 random hex digits>``: names a run's checkpoint, and (as a config
+    value, so in RecBole's hash of the config) its log file; runs started in the same second differ."""
+    stamp = datetime.datetime.now().strftime("%b-%d-%Y_%H-%M-%S")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def claim_path(path):
+    """Create ``path`` empty, or ``stem-1.ext``, ``stem-2.ext`` ... if taken, atomically
+    (exclusive create: two processes never get the same name); return the path created."""
+    stem, ext = os.path.splitext(path)
+    candidate, n = path, 0
+    while True:
+        try:
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = f"{stem}-{n}{ext}"
+
+
+def remove_stale_partials(folder):
+    """Delete ``*.<pid>.partial`` files in ``folder`` whose writing process is gone (killed
+    mid-write); files of live processes stay. Returns the paths removed."""
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    for name in os.listdir(folder):
+        stem, dot, suffix = name.rpartition(".")
+        pid = stem.rpartition(".")[2]
+        if suffix != "partial" or not dot or not pid.isdigit() or _alive(int(pid)):
+            continue
+        path = os.path.join(folder, name)
+        try:
+            os.remove(path)
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def unused_path(path):
     """``path`` if free, else ``stem-1.ext``, ``stem-2.ext`` ...: never overwrite."""
     stem, ext = os.path.splitext(path)
@@ -72,7 +124,7 @@ def write_result(config, split, result, ranks, checkpoint):
     result_dir = config["result_dir"] or "saved"
     os.makedirs(result_dir, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = unused_path(os.path.join(result_dir, f"{config['model']}-{config['dataset']}-{stamp}.json"))
+    path = claim_path(os.path.join(result_dir, f"{config['model']}-{config['dataset']}-{stamp}.json"))
     record = {
         "model": config["model"],
         "dataset": config["dataset"],
@@ -96,7 +148,7 @@ def write_result(config, split, result, ranks, checkpoint):
     }
     if config["save_per_user_ranks"]:
         record["per_user"] = {k: v for k, v in ranks.items() if k != "tail_user_share"}
-    tmp = path + ".tmp"
+    tmp = f"{path}.{os.getpid()}.partial"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(record, f)
     os.replace(tmp, path)

@@ -9,7 +9,13 @@
   sampler's generator), so ``resume_checkpoint`` continues exactly where
   the uninterrupted run would have been;
 - a NaN or infinite loss stops training with ``TrainingDiverged`` naming the
-  epoch and batch; the best checkpoint on disk is left as it was.
+  epoch and batch; the best checkpoint on disk is left as it was;
+- a checkpoint is marked ``finished`` once ``fit`` returns;
+  ``resume_checkpoint`` refuses a finished run, another model, data set or
+  item vocabulary, and changed settings (all but ``epochs``,
+  ``stopping_step`` and the result-neutral ones of
+  ``recbole_lpo.checkpoint``), and writes the resumed run to this trainer's
+  own new ``saved_model_file``: the file resumed from is never written.
 
 ``PreferenceTrainer`` adds the per-epoch preference diagnostics. Models
 without a custom ``<Model>Trainer`` here use ``PreferenceTrainer`` when they
@@ -25,7 +31,7 @@ import torch
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
 
-from recbole_lpo.checkpoint import read_checkpoint
+from recbole_lpo.checkpoint import RESUME_MAY_CHANGE, changed_settings, read_checkpoint, recorded
 from recbole_lpo.errors import TrainingDiverged, UserInputError
 
 
@@ -60,13 +66,26 @@ class Trainer(RecBoleTrainer):
         self._train_data = None
         self._pending_rng_state = None
         self._position = (None, None)  # (epoch, batch) being trained
+        self.last_saved_epoch = None  # epoch of the checkpoint on disk, if any
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self._train_data = train_data
         if self._pending_rng_state is not None:  # resuming: continue the random streams too
             restore_rng_state(self._pending_rng_state, train_data, self.model)
             self._pending_rng_state = None
-        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        if saved:
+            self._mark_finished()
+        return result
+
+    def _mark_finished(self):
+        """Record in the checkpoint that its run ended (``resume_checkpoint`` refuses it)."""
+        if (not self.config["single_spec"] and self.config["local_rank"] != 0) or not os.path.isfile(
+                self.saved_model_file):
+            return
+        state = read_checkpoint(self.saved_model_file)
+        state["finished"] = {"epochs_trained": max(self.train_loss_dict, default=-1) + 1}
+        self._write_atomically(state, self.saved_model_file)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         loss_func = loss_func or self.model.calculate_loss
@@ -100,26 +119,55 @@ class Trainer(RecBoleTrainer):
             "optimizer": self.optimizer.state_dict(),
             "rng_state": capture_rng_state(self._train_data, self.model),
         }
-        os.makedirs(os.path.dirname(os.path.abspath(saved_model_file)), exist_ok=True)
-        partial = saved_model_file + ".partial"
-        torch.save(state, partial, pickle_protocol=4)
-        os.replace(partial, saved_model_file)  # atomic: the old file stays whole until here
+        self._write_atomically(state, saved_model_file)
+        self.last_saved_epoch = epoch
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
+    @staticmethod
+    def _write_atomically(state, path):
+        """``torch.save`` to ``<path>.<pid>.partial``, then rename: a kill never leaves a half file
+        (a killed write's partial file is removed by the next run, ``records.remove_stale_partials``)."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        partial = f"{path}.{os.getpid()}.partial"
+        torch.save(state, partial, pickle_protocol=4)
+        os.replace(partial, path)  # atomic: the old file stays whole until here
+
     def resume_checkpoint(self, resume_file):
+        """Continue the run of ``resume_file`` (checked, see the module docstring) into
+        ``self.saved_model_file``, which starts as a copy of it."""
         resume_file = str(resume_file)
         if not os.path.isfile(resume_file):
             raise UserInputError(f"cannot resume: checkpoint '{resume_file}' does not exist")
         checkpoint = read_checkpoint(resume_file)  # one clear error naming the file
-        saved_model = checkpoint["config"]["model"]
-        if saved_model != self.config["model"]:
-            raise UserInputError(f"cannot resume from '{resume_file}': it is a {saved_model} checkpoint, "
-                                 f"not {self.config['model']}")
+        saved_config = checkpoint["config"]
+        refuse = f"cannot resume from '{resume_file}'"
+        if saved_config["model"] != self.config["model"]:
+            raise UserInputError(f"{refuse}: it is a {saved_config['model']} checkpoint, not {self.config['model']}")
+        if saved_config["dataset"] != self.config["dataset"]:
+            raise UserInputError(f"{refuse}: it was trained on data set {saved_config['dataset']}, "
+                                 f"not {self.config['dataset']}")
+        tokens, own = recorded(checkpoint, "item_token_hash"), getattr(self.model, "item_token_hash", None)
+        if tokens is not None and own is not None and tokens != own:
+            raise UserInputError(f"{refuse}: it was trained on other items than data set "
+                                 f"{self.config['dataset']} now holds (its atomic files changed)")
+        if checkpoint.get("finished"):
+            raise UserInputError(f"{refuse}: its run finished ({checkpoint['finished']['epochs_trained']} epochs "
+                                 "trained); nothing to resume (start a new run to train again)")
+        changed = changed_settings(saved_config, self.config)
+        if changed:
+            listing = ", ".join(f"{key} {before!r} -> {after!r}" for key, before, after in changed[:5])
+            more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+            raise UserInputError(f"{refuse} with other settings: {listing}{more}; a resumed run may change only "
+                                 f"{', '.join(sorted(RESUME_MAY_CHANGE))} and output locations")
+        new_file = self.saved_model_file
         try:
-            super().resume_checkpoint(resume_file)
+            super().resume_checkpoint(resume_file)  # sets saved_model_file to resume_file
         except RuntimeError as error:  # state_dict mismatch: another architecture
-            raise UserInputError(f"cannot resume from '{resume_file}': {str(error).splitlines()[0]}") from None
+            raise UserInputError(f"{refuse}: {str(error).splitlines()[0]}") from None
+        self.saved_model_file = new_file
+        self._write_atomically(checkpoint, new_file)  # the best model so far, if no later epoch beats it
+        self.last_saved_epoch = checkpoint["epoch"]
         self._pending_rng_state = checkpoint.get("rng_state")
 
 

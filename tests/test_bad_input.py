@@ -14,7 +14,8 @@ import run_recbole_lpo  # noqa: E402
 
 
 def _files(folder):
-    return {p for p in Path(folder).rglob("*") if p.is_file()}
+    """Every file and folder under ``folder`` (an empty folder left behind counts)."""
+    return set(Path(folder).rglob("*"))
 
 
 def _cli(monkeypatch, capsys, *args):
@@ -25,6 +26,8 @@ def _cli(monkeypatch, capsys, *args):
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert _files(os.getcwd()) == before, "bad input left files behind"
+    if code == 2:
+        assert err.strip().splitlines()[-1].startswith("error:"), "the error line must be the last one"
     return code, lines, err
 
 

@@ -15,16 +15,12 @@ import os
 import subprocess
 from pathlib import Path
 
+from recbole_lpo.checkpoint import RESULT_NEUTRAL_KEYS
 from recbole_lpo.paths import PROJECT_ROOT
 from recbole_lpo.records import jsonable
 
 # config keys that cannot change a result
-VOLATILE_KEYS = {
-    "checkpoint_dir", "result_dir", "data_path", "show_progress", "state", "device", "gpu_id", "use_gpu",
-    "local_rank", "nproc", "world_size", "ip", "port", "offset", "single_spec", "log_wandb", "wandb_project",
-    "eval_batch_size", "worker", "save_dataset", "save_dataloaders", "dataset_save_path",
-    "dataloaders_save_path", "ddp_backend", "save_per_user_ranks", "data_cache_dir",
-}
+VOLATILE_KEYS = RESULT_NEUTRAL_KEYS
 SHARED_CODE = ["recbole_lpo/__init__.py", "recbole_lpo/compat.py", "recbole_lpo/config.py",
                "recbole_lpo/checks.py", "recbole_lpo/checkpoint.py",
                "recbole_lpo/utils.py", "recbole_lpo/losses.py", "recbole_lpo/sampling.py",
