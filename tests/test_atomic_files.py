@@ -6,7 +6,6 @@ one line changed), and one case per class runs through the command line:
 exit status 2, the ``error:`` line last on stderr, no file left behind.
 """
 
-import os
 import sys
 
 import pytest
@@ -240,7 +239,8 @@ def test_shipped_fixtures_pass(workdir, tiny_config):
 
 def test_what_recbole_reads_right_passes_and_reads_as_expected(workdir):
     """CRLF and CR line ends, blank lines, a closed quoted value, an empty value in a loaded float column
-    other than the time, junk in a column RecBole does not load: accepted, and RecBole reads every row."""
+    other than the time, junk in a column RecBole does not load and in a file it does not load (no 'item'
+    in load_col): accepted, and RecBole reads every row."""
     from recbole.data import create_dataset
 
     from recbole_lpo.config import Config
@@ -249,7 +249,7 @@ def test_what_recbole_reads_right_passes_and_reads_as_expected(workdir):
     rows[2] = 'u1\t"i002"\t1001002\t\t"quoted note"'
     rows[4] = "u1\ti037\t1001004\t4\tNA"
     text = "\r\n".join([HEADER + "\trating:float\tnote:float", *rows[:6], "", "  ", *rows[6:]]) + "\r\n"
-    write(workdir / "mine", {"inter": text.replace("\r\n", "\r", 3)})
+    write(workdir / "mine", {"inter": text.replace("\r\n", "\r", 3), "item": BOM + b"item_id:float\n\xff\n"})
     config_dict = {"data_path": str(workdir), "load_col": {"inter": INTER_COLUMNS + ["rating"]}}
     config = Config("SASRec", "mine", [TINY_YAML], config_dict)
     assert validate_atomic_files(config) is None

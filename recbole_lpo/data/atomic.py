@@ -332,7 +332,8 @@ def _check_floats(path, name, values, where, key=None):
             raise UserInputError(
                 f"{path}, line {where(row)}: column '{name}' (float) has non-numeric value '{value}'") from None
         if key and math.isnan(number):
-            raise UserInputError(f"{path}, line {where(row)}: value '{value}' in column '{name}' ({key}) is not a number")
+            raise UserInputError(
+                f"{path}, line {where(row)}: value '{value}' in column '{name}' ({key}) is not a number")
 
 
 def _check_float_seqs(path, name, values, seq_separator, where):
