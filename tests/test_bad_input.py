@@ -62,7 +62,7 @@ def test_config_errors(args, needle, workdir, monkeypatch, capsys):
         ("user_id:token\titem_id:tokn\ttimestamp:float", "u1\ti1\t1", "column 'item_id' has unknown type 'tokn'"),
         ("user_id:token\titem_id\ttimestamp:float", "u1\ti1\t1", "'item_id' is not 'name:type'"),
         ("user_id:token\titem_id:token\ttimestamp:float", "u1\ti1\tyesterday",
-         "column 'timestamp' (float) has non-numeric value 'yesterday' on line 2"),
+         "broken.inter, line 2: column 'timestamp' (float) has non-numeric value 'yesterday'"),
     ],
 )
 def test_malformed_inter_file(header, row, needle, workdir, monkeypatch, capsys):
