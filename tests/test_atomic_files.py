@@ -309,8 +309,6 @@ def test_command_line_stops_with_one_error_line(name, files, yaml_text, needle, 
     assert not any((workdir / folder).exists() for folder in ("saved", "results", "log_tensorboard"))
 
 
-@pytest.mark.xfail(strict=True, reason="RecBole's init_logger creates log/<model>/ before the data is read; "
-                                       "needs quick_start to check the files first or remove that folder")
 def test_command_line_leaves_no_log_folder(workdir, monkeypatch, capsys):
     code, _, _ = _run_cli(workdir, monkeypatch, capsys, {"inter": HEADER + "\n"}, "")
     assert code == 2
