@@ -47,6 +47,8 @@ def test_sequences_are_the_training_interactions(max_length, workdir, tiny_confi
     got_windows = [_tokens(dataset, w[:s]) for w, s in zip(windows, sizes)]
     assert got_windows == [w for user in users for w in expected_windows[user]]
     assert not windows[np.arange(max_length) >= sizes[:, None]].any()  # 0-padded on the right
+    some = np.random.default_rng(0).permutation(len(sequences.items))[:40]
+    assert all(np.array_equal(a, b[some]) for a, b in zip(sequences.windows(max_length, at=some), (windows, sizes)))
 
     # rows: a target's own row, whose history + target is the window; a first item's length-1 row
     feat = dataset.inter_feat

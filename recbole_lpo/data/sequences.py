@@ -56,21 +56,22 @@ class TrainingSequences:
         """One array of item ids per user (views of ``items``), in ``users`` order."""
         return np.split(self.items, self.offsets[1:-1]) if len(self.users) else []
 
-    def windows(self, length):
-        """The sequence up to and including each position, its last ``length`` items.
+    def windows(self, length, at=None):
+        """The sequence up to and including each position ``at`` [M] (default: all N), its
+        last ``length`` items.
 
-        Returns ``windows`` [N length] (left-aligned, 0-padded, as RecBole pads) and
-        ``sizes`` [N]. At a target's position this is the row's history with its target
+        Returns ``windows`` [M length] (left-aligned, 0-padded, as RecBole pads) and
+        ``sizes`` [M]. At a target's position this is the row's history with its target
         appended, cut to ``length``; at a user's last position, the user's last ``length``
         training items.
         """
         n = len(self.items)
-        user = np.repeat(np.arange(len(self.users)), self.lengths)  # [N]
-        sizes = np.minimum(np.arange(n) - self.offsets[:-1][user] + 1, length)  # [N]
-        index = (np.arange(n) - sizes + 1)[:, None] + np.arange(length)  # [N length]
-        inside = np.arange(length) < sizes[:, None]
-        windows = np.where(inside, self.items[np.minimum(index, max(n - 1, 0))], 0)
-        return windows.astype(np.int64), sizes.astype(np.int64)
+        at = np.arange(n) if at is None else np.asarray(at, dtype=np.int64)
+        user = np.repeat(np.arange(len(self.users)), self.lengths)[at]  # [M]
+        sizes = np.minimum(at - self.offsets[:-1][user] + 1, length)  # [M]
+        index = (at - sizes + 1)[:, None] + np.arange(length)  # [M length]
+        index[np.arange(length) >= sizes[:, None]] = n  # past the window: the 0 appended below
+        return np.append(self.items, 0)[index], sizes.astype(np.int64)
 
 
 def training_sequences(dataset):
