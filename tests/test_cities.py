@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from recbole_lpo.checkpoint import trusted_load
 from recbole_lpo.data.head_tail import head_tail_split
 from recbole_lpo.errors import UserInputError
-from recbole_lpo.model.sequential_recommender.cities import (ContextInference, _masked_mean, _padding_mask,
-                                                              item_contexts, training_sequences)
+from recbole_lpo.data.sequences import training_sequences
+from recbole_lpo.model.sequential_recommender.cities import ContextInference, _masked_mean, _padding_mask, item_contexts
 from recbole_lpo.quick_start import run_recbole_lpo
 from recbole_lpo.utils import get_model
 
@@ -68,7 +68,7 @@ def test_context_interpreter_encodes_only_the_runs():
 def test_training_sequences_are_the_training_split(workdir, tiny_config):
     _, _, train_data, _ = build_model("SASRec", tiny_config())
     dataset = train_data.dataset
-    sequences = training_sequences(dataset)
+    sequences = training_sequences(dataset).split()
     # the atomic file, per user in time order, minus the valid and test items
     rows = [r.split("\t") for r in (FIXTURES / "tiny" / "tiny.inter").read_text().splitlines()[1:]]
     by_user = {}

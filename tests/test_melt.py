@@ -6,9 +6,12 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from recbole_lpo.data.head_tail import head_tail_split
 from recbole_lpo.errors import UserInputError
+from recbole_lpo.model.backbone import forward_with_item_table
+from recbole_lpo.model.sequential_recommender.melt import recent_items
 
 from recbole_lpo.checkpoint import trusted_load
 from recbole_lpo.quick_start import run_recbole_lpo
@@ -164,7 +167,7 @@ def test_inference_tail_users_go_through_the_user_branch(workdir, tiny_config):
     with torch.no_grad():
         table = model.item_table()
         before = model.full_sort_predict(interaction)
-        p = model.forward(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], table)
+        p = forward_with_item_table(model, table, interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN])
         by_hand = torch.where(tail.unsqueeze(1), model.user_branch(p) + model.beta * p, p) @ table.T  # Eq. 4
         assert torch.allclose(before, by_hand, atol=1e-5)
         model.user_branch.weight.add_(0.05)
@@ -236,3 +239,47 @@ def test_cli_end_to_end(workdir):
     state = torch.load(workdir / "saved" / checkpoints[0], weights_only=False)["state_dict"]
     assert {"user_branch.weight", "item_branch.weight", "melt_epoch"} <= set(state)
     assert "context_seq" not in state  # data-derived buffers are rebuilt, not saved
+
+
+def _old_forward(model, item_seq, item_seq_len, item_table):
+    """MELT's own forward before forward_with_item_table (copied): F.embedding without padding_idx."""
+    position_ids = torch.arange(item_seq.size(1), dtype=torch.long, device=item_seq.device)
+    position_embedding = model.position_embedding(position_ids.unsqueeze(0).expand_as(item_seq))
+    item_emb = F.embedding(item_seq, item_table)
+    input_emb = model.dropout(model.LayerNorm(item_emb + position_embedding))
+    extended_attention_mask = model.get_attention_mask(item_seq)
+    output = model.trm_encoder(input_emb, extended_attention_mask, output_all_encoded_layers=True)[-1]
+    return model.gather_indexes(output, item_seq_len - 1)  # [B H]
+
+
+def test_encoder_on_other_tables_is_the_old_formula(workdir, tiny_config):
+    """SASRec's lookup (padding_idx=0) in place of MELT's F.embedding: same scores, same training."""
+    _, model, data, valid_data = _setup(tiny_config, melt_user_head_ratio=0.3)
+    train_losses(model, data, steps=4)
+    model.eval()
+    interaction = _eval_batch(valid_data)
+    seq, seq_len = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
+    with torch.no_grad():
+        table = model.item_table()
+        old = _old_forward(model, seq, seq_len, table)
+        assert torch.equal(forward_with_item_table(model, table, seq, seq_len), old)
+        tail = model.user_is_tail[interaction[model.USER_ID]].unsqueeze(1)
+        old_scores = torch.where(tail, model.user_branch(old) + model.beta * old, old) @ table.T
+        assert torch.equal(model.full_sort_predict(interaction), old_scores)
+    # training (dropout on): the user branch's inputs, with most positions padding, give the same
+    # outputs and gradients; the padding row gets none either way
+    model.train()
+    estimates = model._tail_estimates()
+    seq, seq_len = model.head_user_seq, model.head_user_len
+    keep = torch.ones_like(seq_len)
+    grads = []
+    for encode in (_old_forward, lambda m, s, n, t: forward_with_item_table(m, t, s, n)):
+        torch.manual_seed(0)
+        table = model._with_estimates(estimates)
+        out = torch.cat([encode(model, seq, seq_len, table),
+                         encode(model, recent_items(seq, seq_len, keep), keep, table)])  # p_u, r_u
+        grads.append((out, torch.autograd.grad((out ** 2).sum(), model.item_embedding.weight)[0]))
+    (old_out, old_grad), (new_out, new_grad) = grads
+    assert torch.equal(new_out, old_out)
+    assert torch.allclose(new_grad, old_grad, rtol=0, atol=1e-7) and new_grad.abs().sum() > 0
+    assert not old_grad[0].any() and not new_grad[0].any()

@@ -1,1 +1,2 @@
-"""Plugin models, one file per model: <kind>_recommender/<name.lower()>.py."""
+"""Plugin models, one file per model: <kind>_recommender/<name.lower()>.py;
+``backbone.py`` holds what several models do with their backbone."""

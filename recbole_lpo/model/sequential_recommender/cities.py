@@ -15,8 +15,9 @@ inference the frozen SASRec runs with the embeddings of items with few
 interactions replaced by ``g``'s.
 
 Notation. ``s^u`` is user u's training sequence (everything but the valid and
-test items), ``count(i)`` the training-split count of the shared head/tail
-split (``recbole_lpo.data.head_tail``), ``T = {i: count(i) <= cities_threshold}``
+test items, however long: ``recbole_lpo.data.sequences``), ``count(i)`` the
+training-split count of the shared head/tail split
+(``recbole_lpo.data.head_tail``), ``T = {i: count(i) <= cities_threshold}``
 the items whose embeddings are inferred and ``H`` the others (popular items);
 ``cities_threshold: ~`` takes ``T``/``H`` from the shared tail/head split
 instead. The evaluation's tail metrics always use the shared split. A context
@@ -77,32 +78,15 @@ import torch.nn.functional as F
 from recbole.model.layers import TransformerEncoder
 from recbole.model.sequential_recommender import SASRec
 from torch import nn
-from torch.func import functional_call
 
 from recbole_lpo.data.head_tail import head_tail_split
+from recbole_lpo.data.sequences import training_sequences
 from recbole_lpo.errors import UserInputError
+from recbole_lpo.model.backbone import forward_with_item_table
 from recbole_lpo.objective import load_reference
 
 _INFERENCE_CHUNK = 1024  # items whose embeddings are inferred in one forward
 _GROUPS = 8  # context-length groups per forward of the context interpreter
-
-
-def training_sequences(dataset):
-    """Each user's training sequence (item ids, time order) from an augmented
-    sequential data set: the first history item of the length-1 row, then the
-    targets."""
-    feat = dataset.inter_feat
-    users = feat[dataset.uid_field].numpy()
-    targets = feat[dataset.iid_field].numpy()
-    starts = feat[dataset.item_list_length_field].numpy() == 1
-    firsts = feat[dataset.item_id_list_field][:, 0].numpy()
-    order = np.argsort(users, kind="stable")  # rows of one user stay in time order
-    sequences = []
-    for rows in np.split(order, np.flatnonzero(np.diff(users[order])) + 1):
-        if len(rows):
-            head = firsts[rows[:1]] if starts[rows[0]] else firsts[:0]
-            sequences.append(np.concatenate([head, targets[rows]]).astype(np.int64))
-    return sequences
 
 
 def item_contexts(sequences, window, mask_id):
@@ -252,7 +236,7 @@ class CITIES(SASRec):
     def _build_contexts(self, config, dataset):
         """Contexts of every item, the popular items H and the items T to infer (buffers
         rebuilt from the data, never saved)."""
-        contexts, centers = item_contexts(training_sequences(dataset), self.window, mask_id=self.n_items)
+        contexts, centers = item_contexts(training_sequences(dataset).split(), self.window, mask_id=self.n_items)
         n_contexts = np.bincount(centers.numpy(), minlength=self.n_items)[: self.n_items]
         n_contexts[0] = 0
         split = head_tail_split(dataset, config["tail_ratio"])
@@ -320,8 +304,7 @@ class CITIES(SASRec):
 
     def _sequence_output(self, interaction, table):
         """SASRec's forward with ``table`` as its item embedding [B H]."""
-        return functional_call(self, {"item_embedding.weight": table},
-                               (interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
+        return forward_with_item_table(self, table, interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
 
     def predict(self, interaction):
         table = self.inferred_item_embedding()

@@ -16,7 +16,8 @@ metric split, ``tail_ratio``, never changes):
   count (ties by item token, ``recbole_lpo.data.head_tail``'s counts and
   sort) are head, the rest tail; ``T_i`` = the largest count of a tail item.
 - ``C_i``: item i's contexts, one per training occurrence: the user's
-  history up to and including i (its last ``MAX_ITEM_LIST_LENGTH`` items).
+  history up to and including i (its last ``MAX_ITEM_LIST_LENGTH`` items;
+  training sequences from ``recbole_lpo.data.sequences``).
 
 User branch (Eq. 2, Alg. 1 lines 4-16), over head users u with S_u their
 training sequence:
@@ -128,18 +129,27 @@ Deviations (from the paper and the authors' code, github rlqja1107/MELT):
    Three epochs from a trained SASRec (enhanced estimates in both): valid
    NDCG@10 0.0030 / 0.0033 / 0.0077 with Xavier, 0.0366 / 0.0386 / 0.0348
    with the default.
+12. SASRec runs on a table with tail estimates (the user branch, inference)
+   through ``recbole_lpo.model.backbone.forward_with_item_table``: SASRec's
+   own forward, whose lookup (``nn.Embedding``, ``padding_idx=0``) never
+   sends gradient to the padding row. MELT's former copy of the forward used
+   ``F.embedding`` without ``padding_idx``; nothing changes: histories are
+   left-aligned, every padded position comes after the one read and is
+   masked, so outputs, losses and gradients (0 for the padding row) are the
+   same (tested against the old formula).
 """
 
 import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from recbole.model.sequential_recommender import SASRec
 from torch import nn
 
 from recbole_lpo.data.head_tail import head_tail_split
+from recbole_lpo.data.sequences import training_sequences
 from recbole_lpo.errors import UserInputError
+from recbole_lpo.model.backbone import forward_with_item_table
 from recbole_lpo.objective import _number, load_reference
 
 
@@ -156,19 +166,6 @@ def recent_items(item_seq, item_seq_len, keep):
     index = (item_seq_len - keep).unsqueeze(1) + positions  # [B L]
     items = item_seq.gather(1, index.clamp(max=item_seq.size(1) - 1))  # [B L]
     return torch.where(positions < keep.unsqueeze(1), items, torch.zeros_like(items))
-
-
-def item_contexts(item_seq, item_seq_len, target):
-    """Each training row's history with its target appended, the last L items.
-
-    Returns sequences [N L] and lengths [N]; row n is a context of ``target[n]``.
-    """
-    n, max_len = item_seq.shape
-    extended = torch.cat([item_seq, item_seq.new_zeros(n, 1)], dim=1)  # [N L+1]
-    extended[torch.arange(n), item_seq_len] = target
-    full = (item_seq_len == max_len).unsqueeze(1)  # the window drops its oldest item
-    sequences = torch.where(full, extended[:, 1:], extended[:, :max_len])  # [N L]
-    return sequences, (item_seq_len + 1).clamp(max=max_len)
 
 
 class MELT(SASRec):
@@ -230,28 +227,24 @@ class MELT(SASRec):
 
     # --- MELT's head/tail users and items, contexts ----------------------
     def _build_head_tail(self, config, dataset):
-        inter = dataset.inter_feat
-        item_seq, item_seq_len = inter[self.ITEM_SEQ], inter[self.ITEM_SEQ_LEN]
-        target, users = inter[self.POS_ITEM_ID], inter[self.USER_ID]
-
         # items: top melt_item_head_ratio by training-split count are head
         split = head_tail_split(dataset, 1.0 - self.item_head_ratio)
         counts = torch.as_tensor(np.asarray(split.item_counts), dtype=torch.long)  # [n_items]
         self.item_threshold = int(counts[split.tail_mask].max())  # T_i
 
-        # C_i: every training history with its target appended, plus each first item alone
-        sequences, lengths = item_contexts(item_seq, item_seq_len, target)  # [N L], [N]
-        first = item_seq_len == 1
-        first_items = item_seq[first, 0]
-        first_sequences = torch.zeros(len(first_items), self.max_seq_length, dtype=item_seq.dtype)
-        first_sequences[:, 0] = first_items
-        context_items = torch.cat([target, first_items])
-        order = torch.argsort(context_items, stable=True)
+        # C_i: each training occurrence of i with the items before it, the last L in all (a first
+        # item alone); grouped by item, within an item targets before first items, each in the
+        # data set's row order (the order decides which contexts a draw picks)
+        sequences = training_sequences(dataset)
+        n = len(sequences.items)
+        key = (sequences.items * 2 + sequences.is_first) * n + sequences.rows  # unique
+        order = torch.argsort(torch.from_numpy(key))  # [N]
+        windows, sizes = sequences.windows(self.max_seq_length, at=order.numpy())  # [N L], [N]
+        context_items = torch.from_numpy(sequences.items)  # [N]
         n_contexts = torch.bincount(context_items, minlength=self.n_items)  # [n_items]
         offsets = torch.cat([n_contexts.new_zeros(1), n_contexts.cumsum(0)])  # [n_items+1]
-        self.register_buffer("context_seq", torch.cat([sequences, first_sequences])[order], persistent=False)
-        self.register_buffer("context_len", torch.cat([lengths, torch.ones_like(first_items)])[order],
-                             persistent=False)
+        self.register_buffer("context_seq", torch.from_numpy(windows), persistent=False)
+        self.register_buffer("context_len", torch.from_numpy(sizes), persistent=False)
         self.register_buffer("context_offset", offsets, persistent=False)
         self.register_buffer("item_count", counts, persistent=False)
         has_context = n_contexts > 0
@@ -262,20 +255,24 @@ class MELT(SASRec):
         tail_contexts = split.tail_mask[context_items[order]].nonzero().squeeze(1)
         self.register_buffer("tail_contexts", tail_contexts, persistent=False)
 
-        # users: Pareto rule on training-split sequence lengths (rows + the first item)
+        # users: Pareto rule on training-split sequence lengths; a user without rows has one
+        # interaction (RecBole makes no row of it)
         n_users = dataset.user_num
-        train_length = torch.bincount(users, minlength=n_users) + 1  # [n_users]
+        users = torch.from_numpy(sequences.users)
+        train_length = torch.ones(n_users, dtype=torch.long)  # [n_users]
+        train_length[users] = torch.from_numpy(sequences.lengths)
         train_length[0] = 0  # padding
         self.user_threshold = float(np.quantile(train_length[1:].numpy(), 1.0 - self.user_head_ratio))  # T_u
         self.register_buffer("user_is_tail", train_length <= self.user_threshold, persistent=False)
         head_users = (train_length > self.user_threshold).nonzero().squeeze(1)
-        last_row = torch.full((n_users,), -1, dtype=torch.long).scatter_reduce(
-            0, users, torch.arange(len(users)), reduce="amax")
-        self.register_buffer("head_user_seq", sequences[last_row[head_users]], persistent=False)
-        self.register_buffer("head_user_len", lengths[last_row[head_users]], persistent=False)
+        last = torch.full((n_users,), -1, dtype=torch.long)  # each user's last position in ``sequences``
+        last[users] = torch.from_numpy(sequences.offsets[1:] - 1)
+        windows, sizes = sequences.windows(self.max_seq_length, at=last[head_users].numpy())  # last L items
+        self.register_buffer("head_user_seq", torch.from_numpy(windows), persistent=False)  # [U L]
+        self.register_buffer("head_user_len", torch.from_numpy(sizes), persistent=False)  # [U]
 
         # visit each head user / item about once per epoch
-        n_batches = max(math.ceil(len(inter) / config["train_batch_size"]), 1)
+        n_batches = max(math.ceil(len(dataset.inter_feat) / config["train_batch_size"]), 1)
         self.users_per_step = math.ceil(len(head_users) / n_batches)
         self.items_per_step = math.ceil(len(self.head_items) / n_batches)
 
@@ -293,17 +290,7 @@ class MELT(SASRec):
         self._inference_table = None
         return super().load_state_dict(state_dict, strict=strict, **kwargs)
 
-    # --- encoder ----------------------------------------------------------
-    def forward(self, item_seq, item_seq_len, item_table=None):
-        """SASRec's encoder; ``item_table`` [n_items H] replaces the embedding table."""
-        position_ids = torch.arange(item_seq.size(1), dtype=torch.long, device=item_seq.device)
-        position_embedding = self.position_embedding(position_ids.unsqueeze(0).expand_as(item_seq))
-        item_emb = self.item_embedding(item_seq) if item_table is None else F.embedding(item_seq, item_table)
-        input_emb = self.dropout(self.LayerNorm(item_emb + position_embedding))
-        extended_attention_mask = self.get_attention_mask(item_seq)
-        output = self.trm_encoder(input_emb, extended_attention_mask, output_all_encoded_layers=True)[-1]
-        return self.gather_indexes(output, item_seq_len - 1)  # [B H]
-
+    # --- item-branch estimates, the inference table, the user representation ----
     @torch.no_grad()
     def _context_means(self):
         """r_i [n_items H]: mean encoding over all of C_i for every tail item (dropout off)."""
@@ -343,7 +330,8 @@ class MELT(SASRec):
 
     def user_representation(self, interaction, item_table):
         """p_u [B H]; tail users through the user branch: T_U(p_u) + beta * p_u (Eq. 4)."""
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], item_table)
+        seq_output = forward_with_item_table(self, item_table, interaction[self.ITEM_SEQ],
+                                             interaction[self.ITEM_SEQ_LEN])  # [B H]
         tail = self.user_is_tail[interaction[self.USER_ID]].unsqueeze(1)  # [B 1]
         return torch.where(tail, self.user_branch(seq_output) + self.beta * seq_output, seq_output)
 
@@ -386,8 +374,8 @@ class MELT(SASRec):
         longest = torch.clamp(seq_len - 1, max=max(int(self.user_threshold), 1))  # [U]
         keep = 1 + (torch.rand(len(chosen), device=seq.device) * longest).long()  # R ~ U{1..longest}
         table = self._with_estimates(self._epoch_state["estimates"])  # tail items from the item branch
-        full = self.forward(seq, seq_len, table)  # p_u [U H]
-        recent = self.forward(recent_items(seq, seq_len, keep), keep, table)  # r_u [U H]
+        full = forward_with_item_table(self, table, seq, seq_len)  # p_u [U H]
+        recent = forward_with_item_table(self, table, recent_items(seq, seq_len, keep), keep)  # r_u [U H]
         weight = self.user_weights(seq_len)  # [U]
         return (weight * ((full - self.user_branch(recent)) ** 2).mean(1)).mean()
 
