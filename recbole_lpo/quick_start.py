@@ -39,7 +39,8 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
     queue = mp.get_context("spawn").SimpleQueue()
     config_dict = dict(config_dict or {})
     config_dict.update({"world_size": world_size if world_size > 0 else nproc, "ip": ip,
-                        "port": port, "nproc": nproc, "offset": group_offset})
+                        "port": port, "nproc": nproc, "offset": group_offset,
+                        "run_id": new_run_id()})  # one checkpoint name for all processes
     mp.spawn(_run_process, args=(model, dataset, config_file_list, config_dict, saved, queue, resume, cmd_args),
              nprocs=nproc, join=True)
     return None if queue.empty() else queue.get()
@@ -189,7 +190,7 @@ def run_recbole_lpo(model=None, dataset=None, config_file_list=None, config_dict
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
                     config_dict=config_dict, cmd_args=cmd_args)
-    config["run_id"] = new_run_id()  # also makes RecBole's log file name (a hash of the config) unique
+    config["run_id"] = config["run_id"] or new_run_id()  # also makes RecBole's log file name unique
     init_seed(config["seed"], config["reproducibility"])
     new_folders = _missing_folders(config)
     start_logging(config)

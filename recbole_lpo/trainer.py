@@ -166,7 +166,8 @@ class Trainer(RecBoleTrainer):
         except RuntimeError as error:  # state_dict mismatch: another architecture
             raise UserInputError(f"{refuse}: {str(error).splitlines()[0]}") from None
         self.saved_model_file = new_file
-        self._write_atomically(checkpoint, new_file)  # the best model so far, if no later epoch beats it
+        if self.config["single_spec"] or self.config["local_rank"] == 0:
+            self._write_atomically(checkpoint, new_file)  # the best model so far, if no later epoch beats it
         self.last_saved_epoch = checkpoint["epoch"]
         self._pending_rng_state = checkpoint.get("rng_state")
 
