@@ -24,8 +24,10 @@ function; nothing here changes RecBole's results.
    ``torch.autograd.set_detect_anomaly(True)`` at import, which doubles
    training time for every model: switched back off after that import.
 6. The collector calls ``.cpu()`` on every collected resource, including the
-   ``Counter`` behind ``data.count_items``: popularity metrics crash. Fixed in
-   ``recbole_lpo.evaluation.collector`` (which also adds the tail resources).
+   ``Counter`` behind ``data.count_items``: RecBole's AveragePopularity and
+   TailPercentage crash. Fixed in ``recbole_lpo.evaluation.collector``
+   (``get_data_struct``), with RecBole's values and numbers; that module also
+   adds the plugin's own resources under new names.
 7. RecBole's multi-process (DDP) path hard-codes the nccl backend and CUDA
    device ids, so it cannot run on CPUs: ``recbole_lpo.config.Config`` picks
    gloo on CPU (``ddp_backend``), and the trainer wraps CPU models without
