@@ -28,7 +28,7 @@ from recbole.utils import ModelType
 from recbole_lpo.data.atomic import header_types
 from recbole_lpo.errors import UserInputError
 from recbole_lpo.objective import MODEL_OF_LOSS, backbone_class, objective_settings
-from recbole_lpo.paths import DATASET_DIR, PROPERTIES_DIR, RECBOLE_PROPERTIES_DIR
+from recbole_lpo.paths import PROPERTIES_DIR, RECBOLE_PROPERTIES_DIR, default_data_path
 from recbole_lpo.utils import get_model
 
 DEFAULT_PROTOCOL = PROPERTIES_DIR / "dataset" / "default-sequential.yaml"
@@ -68,7 +68,7 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
-        self.internal_config_dict["data_path"] = str(DATASET_DIR)
+        self.internal_config_dict["data_path"] = default_data_path(self.external_config_dict.get("data_path"))
         files = [PROPERTIES_DIR / "overall.yaml"]
         backbone = backbone_class(model_class)
         if backbone is not model_class:  # a plugin model: its RecBole backbone's defaults first

@@ -58,7 +58,7 @@ from recbole.trainer.hyper_tuning import HyperTuning
 from recbole_lpo.config import Config
 from recbole_lpo.errors import TrainingDiverged, UserInputError, run_cli
 from recbole_lpo.quick_start import run_recbole_lpo, unused_path
-from recbole_lpo.paths import PROJECT_ROOT, PROPERTIES_DIR
+from recbole_lpo.paths import PROPERTIES_DIR
 
 ALGOS = ("exhaustive", "random", "bayes")
 PARAM_TYPES = {"choice": None, "uniform": 2, "quniform": 3, "loguniform": 2}  # type -> number of bounds
@@ -298,8 +298,9 @@ def check_params(params, config, source):
 def hyper_tune(model, dataset, params_file, config_file_list=None, config_dict=None, algo="exhaustive",
                max_evals=None, early_stop=None, output_file=None, objective=objective_function):
     """Run the search; write and print the table. Returns ``(tuner, table_path)``."""
-    if not os.path.isfile(params_file) and (PROJECT_ROOT / params_file).is_file():
-        params_file = str(PROJECT_ROOT / params_file)  # the shipped properties/hyper/ from any folder
+    shipped = PROPERTIES_DIR.parent / params_file  # properties/hyper/... of the checkout or the installed package
+    if not os.path.isfile(params_file) and shipped.is_file():
+        params_file = str(shipped)  # the shipped properties/hyper/ from any folder
     params = read_params_file(params_file)
     fixed = dict(config_dict or {}, model=model, dataset=dataset)
     config = Config(model, dataset, config_file_list, fixed)  # fail before the first trial
