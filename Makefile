@@ -9,7 +9,7 @@ RUN_ARGS ?= --model=LPO4Rec --dataset=amazon-beauty
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.recbole_lpo-installed
 
-.PHONY: install run test clean
+.PHONY: install run test recbole-tests clean
 
 install: $(STAMP)
 
@@ -26,6 +26,11 @@ run: install
 
 test: install
 	OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 $(BIN)/python -m pytest -q tests
+
+# RecBole 1.2.1's own tests without and with the plugin; RECBOLE_SRC = a RecBole checkout or
+# git repository with the tag v1.2.1 (its tests are not in the pip package)
+recbole-tests: install
+	RECBOLE_SRC="$(RECBOLE_SRC)" PYTHON=$(BIN)/python bash benchmarks/recbole_own_tests.sh
 
 clean:
 	rm -rf $(VENV) saved log log_tensorboard

@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COLUMNS = ["hit@10", "ndcg@10", "tailhit@10", "tailndcg@10", "tailpercentage@10", "itemcoverage@10",
-           "averagepopularity@10"]
+COLUMNS = ["hit@10", "ndcg@10", "tailhit@10", "tailndcg@10", "tailitemshare@10", "itemcoverage@10",
+           "avgtrainpopularity@10"]
 
 
 def worker(model, dataset, config_dict, threads):

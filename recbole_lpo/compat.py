@@ -30,10 +30,12 @@ Fixes for RecBole 1.2.1 on today's stack (none changes a result):
 5. ``recbole/model/sequential_recommender/sine.py`` calls
    ``torch.autograd.set_detect_anomaly(True)`` at import, which doubles
    training time for every model: switched back off after that import.
-6. RecBole's collector calls ``.cpu()`` on every collected resource,
-   including the ``Counter`` behind ``data.count_items``: popularity metrics
-   crash. Fixed in ``recbole_lpo.evaluation.collector`` (which also adds the
-   tail resources and computes one top-k per batch, same tensors).
+6. The collector calls ``.cpu()`` on every collected resource, including the
+   ``Counter`` behind ``data.count_items``: RecBole's AveragePopularity and
+   TailPercentage crash. Fixed in ``recbole_lpo.evaluation.collector``
+   (``get_data_struct``), with RecBole's values and numbers; that module also
+   adds the plugin's own resources under new names and computes one top-k per
+   batch, same tensors).
 7. RecBole's multi-process (DDP) path hard-codes the nccl backend and CUDA
    device ids, so it cannot run on CPUs: ``recbole_lpo.config.Config`` picks
    gloo on CPU (``ddp_backend``, a subclass, not a patch), and the trainer

@@ -13,11 +13,11 @@ defaults slotted above RecBole's):
    (``["--key=value", ...]``: the command line's overrides, passed in; unlike
    RecBole's Config, this one never reads ``sys.argv`` itself)
 
-``data_path`` defaults to the shipped ``dataset/`` folder of this repository
-(from any working directory) unless the user sets one. Checks that RecBole
-would only trip over deep inside training (unknown data set, a tail metric
-without full ranking, ``tail_ratio`` outside (0, 1)) fail here with one
-clear ``UserInputError``.
+``data_path`` is the user's, else ``$RECBOLE_LPO_DATA``, else the
+checkout's ``dataset/`` folder (``recbole_lpo.paths.default_data_path``).
+Every check that needs no data (``recbole_lpo.checks``: unknown keys,
+ranges, the preference objective, tail metrics, the data set's existence)
+runs here, each failure one clear ``UserInputError``.
 """
 
 import os
@@ -33,7 +33,7 @@ from recbole_lpo.data.atomic import header_types
 from recbole_lpo.errors import UserInputError
 from recbole_lpo.checkpoint import backbone_class
 from recbole_lpo.objective import MODEL_OF_LOSS
-from recbole_lpo.paths import DATASET_DIR, PROPERTIES_DIR, RECBOLE_PROPERTIES_DIR
+from recbole_lpo.paths import PROPERTIES_DIR, RECBOLE_PROPERTIES_DIR, default_data_path
 from recbole_lpo.utils import get_model
 
 DEFAULT_PROTOCOL = PROPERTIES_DIR / "dataset" / "default-sequential.yaml"
@@ -86,7 +86,7 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
-        self.internal_config_dict["data_path"] = str(DATASET_DIR)
+        self.internal_config_dict["data_path"] = default_data_path(self.external_config_dict.get("data_path"))
         files = [PROPERTIES_DIR / "overall.yaml"]
         backbone = backbone_class(model_class)
         if backbone is not model_class:  # a plugin model: its RecBole backbone's defaults first

@@ -57,9 +57,9 @@ from recbole.trainer.hyper_tuning import HyperTuning
 
 from recbole_lpo.config import Config
 from recbole_lpo.errors import TrainingDiverged, UserInputError, run_cli
+from recbole_lpo.paths import PROPERTIES_DIR
 from recbole_lpo.quick_start import run_recbole_lpo
 from recbole_lpo.records import unused_path
-from recbole_lpo.paths import PROJECT_ROOT, PROPERTIES_DIR
 
 ALGOS = ("exhaustive", "random", "bayes")
 PARAM_TYPES = {"choice": None, "uniform": 2, "quniform": 3, "loguniform": 2}  # type -> number of bounds
@@ -303,8 +303,9 @@ def hyper_tune(model, dataset, params_file, config_file_list=None, config_dict=N
 
     ``cmd_args``: ``["--key=value", ...]`` fixed for every trial, above the search's values.
     """
-    if not os.path.isfile(params_file) and (PROJECT_ROOT / params_file).is_file():
-        params_file = str(PROJECT_ROOT / params_file)  # the shipped properties/hyper/ from any folder
+    shipped = PROPERTIES_DIR.parent / params_file  # properties/hyper/... of the checkout or the installed package
+    if not os.path.isfile(params_file) and shipped.is_file():
+        params_file = str(shipped)  # the shipped properties/hyper/ from any folder
     params = read_params_file(params_file)
     fixed = dict(config_dict or {}, model=model, dataset=dataset)
     config = Config(model, dataset, config_file_list, fixed, cmd_args=cmd_args)  # fail before the first trial

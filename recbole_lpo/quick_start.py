@@ -252,7 +252,7 @@ def test_ranks(trainer, eval_data, split):
     history masked exactly as in evaluation); ties count in the item's favour
     (rank = 1 + number of strictly higher scores). Per user and k in
     ``topk``: the tail share and the mean training-split popularity of the
-    top-k list (their means are TailPercentage@k and AveragePopularity@k),
+    top-k list (their means are TailItemShare@k and AvgTrainPopularity@k),
     and ``tail_prob_gap``: the mean softmax probability of a tail item minus
     that of an item overall (paper Fig. 5).
     """
@@ -294,8 +294,8 @@ def test_ranks(trainer, eval_data, split):
         "tail_user_share": float(is_tail.float().mean()) if len(is_tail) else 0.0,
     }
     for k, share, pop in zip(topk, per_k[: len(topk)], per_k[len(topk):]):
-        out[f"tailpercentage@{k}"] = [round(v, 6) for v in share.tolist()]
-        out[f"averagepopularity@{k}"] = [round(v, 4) for v in pop.tolist()]
+        out[f"tailitemshare@{k}"] = [round(v, 6) for v in share.tolist()]
+        out[f"avgtrainpopularity@{k}"] = [round(v, 4) for v in pop.tolist()]
     return out
 
 

@@ -20,7 +20,7 @@ def test_python_api_writes_result_and_reloads_best_checkpoint(model, workdir, ti
     result = _run_api(model, tiny_config, epochs=2)
     for key in ("best_valid_score", "valid_score_bigger", "best_valid_result", "test_result"):
         assert key in result
-    assert {"hit@10", "ndcg@10", "tailhit@10", "tailndcg@10", "tailpercentage@10"} <= set(result["test_result"])
+    assert {"hit@10", "ndcg@10", "tailhit@10", "tailndcg@10", "tailitemshare@10"} <= set(result["test_result"])
 
     record = json.loads(open(result["result_file"]).read())
     assert record["model"] == model and record["dataset"] == "tiny" and record["seed"] == 2020
@@ -38,7 +38,7 @@ def test_python_api_writes_result_and_reloads_best_checkpoint(model, workdir, ti
         result["test_result"]["tailhit@10"], abs=1e-4)
     # per-user top-k diagnostics reproduce the popularity-bias metrics
     for k in (5, 10):
-        for metric in ("tailpercentage", "averagepopularity"):
+        for metric in ("tailitemshare", "avgtrainpopularity"):
             values = per_user[f"{metric}@{k}"]
             assert len(values) == 120
             assert sum(values) / 120 == pytest.approx(result["test_result"][f"{metric}@{k}"], abs=1e-3)
@@ -89,5 +89,5 @@ def test_drop_in_recbole_script_gets_tail_metrics(workdir, tiny_config):
     trainer = Trainer(config, model)
     trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
-    assert {"tailhit@5", "tailndcg@10", "tailpercentage@10", "averagepopularity@10"} <= set(result)
+    assert {"tailhit@5", "tailndcg@10", "tailitemshare@10", "avgtrainpopularity@10"} <= set(result)
     assert 0 <= result["tailhit@10"] <= 1

@@ -18,12 +18,12 @@ def _config(metrics):
     }
 
 
-def _collect(metrics, scores, positive_u, positive_i, tail_mask, count_items=None):
+def _collect(metrics, scores, positive_u, positive_i, tail_mask, train_counts=None):
     config = _config(metrics)
     collector = Collector(config)
     collector.tail_mask = tail_mask
-    if count_items is not None:
-        collector.data_struct.set("data.count_items", count_items)
+    if train_counts is not None:
+        collector.data_struct.set("data.train_item_counts", train_counts)
     collector.data_struct.set("data.tail_items", tail_mask)
     # two batches, as the trainer would feed them
     half = N_USERS // 2
@@ -101,16 +101,18 @@ def test_no_tail_user_gives_zero_not_nan():
     assert result == {f"tailhit@{k}": 0.0 for k in TOPK}
 
 
-def test_tail_percentage_and_average_popularity_brute_force():
+def test_tail_item_share_and_train_popularity_brute_force():
     scores, positive_u, positive_i, tail_mask = _random_case(5)
-    counts = {i: (i * 7) % 23 for i in range(1, N_ITEMS)}
-    result = _collect(["TailPercentage", "AveragePopularity"], scores, positive_u, positive_i, tail_mask, counts)
+    counts = torch.tensor([0] + [(i * 7) % 23 for i in range(1, N_ITEMS)])
+    result = _collect(["TailItemShare", "AvgTrainPopularity"], scores, positive_u, positive_i, tail_mask, counts)
     top = torch.topk(scores, max(TOPK), dim=1).indices.numpy()
+    assert set(result) == {f"{name}@{k}" for name in ("tailitemshare", "avgtrainpopularity") for k in TOPK}
     for k in TOPK:
-        share = np.mean([tail_mask[top[u, :k]].double().mean().item() for u in range(N_USERS)])
-        pop = np.mean([np.mean([counts.get(int(i), 0) for i in top[u, :k]]) for u in range(N_USERS)])
-        assert result[f"tailpercentage@{k}"] == pytest.approx(share, abs=1e-9)
-        assert result[f"averagepopularity@{k}"] == pytest.approx(pop, abs=1e-9)
+        share = np.mean([np.mean([bool(tail_mask[i]) for i in top[u, :k]]) for u in range(N_USERS)])
+        pop = np.mean([np.mean([int(counts[i]) for i in top[u, :k]]) for u in range(N_USERS)])
+        assert result[f"tailitemshare@{k}"] == pytest.approx(share, abs=1e-9)
+        assert result[f"avgtrainpopularity@{k}"] == pytest.approx(pop, abs=1e-9)
+    assert 0 < result["tailitemshare@10"] < 1 and result["avgtrainpopularity@10"] > 0
 
 
 def test_counter_resource_no_longer_crashes_collector():

@@ -154,7 +154,7 @@ def test_sasrec_trains_and_evaluates_with_tail_metrics_logging_the_protocol_once
 
     _, outputs = own_data
     result = run_recbole_lpo("SASRec", "mydata", None, dict(outputs, **TINY_MODEL))
-    assert {"hit@10", "ndcg@10", "tailhit@10", "tailndcg@10", "tailpercentage@10"} <= set(result["test_result"])
+    assert {"hit@10", "ndcg@10", "tailhit@10", "tailndcg@10", "tailitemshare@10"} <= set(result["test_result"])
     assert result["best_valid_score"] == result["best_valid_result"]["ndcg@10"]
     assert sum(NOTE in record.getMessage() for record in caplog.records) == 1
     assert os.path.dirname(result["result_file"]) == outputs["result_dir"]

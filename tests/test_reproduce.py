@@ -24,9 +24,13 @@ def grid_command(workdir, *extra, labels=LABELS):
             "--out", str(workdir / "out"), "--set", f"data_path={FIXTURES}", "epochs=1", *extra]
 
 
+# `-m recbole_lpo.reproduce` from a temporary folder: this checkout's package, not an installed one
+CHECKOUT_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+
+
 def run_grid(workdir, *extra, labels=LABELS):
     out = subprocess.run(grid_command(workdir, *extra, labels=labels), capture_output=True, text=True,
-                         cwd=workdir, timeout=600)
+                         cwd=workdir, timeout=600, env=CHECKOUT_ENV)
     return out
 
 
@@ -173,5 +177,5 @@ def test_set_overrides_are_typed_and_malformed_ones_refused(tmp_path):
     assert parse_overrides(["epochs=3", "learning_rate=1e-3", "reweight=False", "sampler_seed=~", "neg_sampler=topk"]) \
         == {"epochs": 3, "learning_rate": 0.001, "reweight": False, "sampler_seed": None, "neg_sampler": "topk"}
     out = subprocess.run([sys.executable, "-m", "recbole_lpo.reproduce", "--dry-run", "--set", "epochs"],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120, env=CHECKOUT_ENV)
     assert out.returncode == 2 and out.stderr.strip() == "error: --set takes KEY=VALUE, got 'epochs'"

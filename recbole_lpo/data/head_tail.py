@@ -12,16 +12,26 @@ sorted ascending by (count, item token), the first floor(tail_ratio * n_items)
 are tail, the rest head. The split is computed once per data set and
 ``tail_ratio`` and cached on the data set object: metrics, samplers and
 reweighting all read the same ``HeadTailSplit``.
+
+``tail_ratio`` is always a share of items in (0, 1). A config without it
+(RecBole's own ``Config``) gets the plugin's default from
+``properties/overall.yaml``. RecBole's own TailPercentage also reads
+``tail_ratio``, as a share when <= 1 and as a count threshold when > 1
+("items with at most that many training interactions"); the plugin's split
+refuses a value >= 1 with one error line rather than guess which was meant.
 """
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import yaml
 from recbole.data.dataset import Dataset
 
 from recbole_lpo.errors import UserInputError
+from recbole_lpo.paths import PROPERTIES_DIR
 
 _COUNTS_ATTR = "_lpo_train_item_counts"
 _CACHE_ATTR = "_lpo_head_tail_cache"
@@ -44,10 +54,30 @@ class HeadTailSplit:
         return int(self.head_mask.sum())
 
 
+@functools.lru_cache(maxsize=None)
+def default_tail_ratio():
+    """The plugin's ``tail_ratio`` default, as ``properties/overall.yaml`` sets it."""
+    with open(PROPERTIES_DIR / "overall.yaml", encoding="utf-8") as f:
+        return yaml.safe_load(f)["tail_ratio"]
+
+
+def check_tail_ratio(tail_ratio):
+    """``tail_ratio`` as the plugin reads it: a share of items in (0, 1); one error line otherwise."""
+    if isinstance(tail_ratio, bool) or not isinstance(tail_ratio, (int, float, np.integer, np.floating)):
+        raise UserInputError(f"tail_ratio must be a share of items in (0, 1), got {tail_ratio!r}")
+    if tail_ratio >= 1:
+        raise UserInputError(
+            f"tail_ratio={tail_ratio!r}: the plugin's tail set is a share of items in (0, 1) (default "
+            f"{default_tail_ratio()}); RecBole's TailPercentage reads a value > 1 as a count threshold, which "
+            "the plugin's tail metrics, samplers and reweighting do not support")
+    if not tail_ratio > 0:
+        raise UserInputError(f"tail_ratio must be a share of items in (0, 1), got {tail_ratio!r}")
+    return float(tail_ratio)
+
+
 def split_items(item_counts, item_tokens, tail_ratio):
     """Tail mask from counts and tokens (index 0 = padding is never tail)."""
-    if not 0 < tail_ratio < 1:
-        raise UserInputError(f"tail_ratio must be in (0, 1), got {tail_ratio!r}")
+    tail_ratio = check_tail_ratio(tail_ratio)
     n_items = len(item_counts) - 1
     n_tail = int(np.floor(tail_ratio * n_items))
     ids = np.arange(1, n_items + 1)
@@ -109,7 +139,7 @@ def _build_with_counts(build):
 
 
 def install():
-    """Hook ``Dataset.build`` so every split data set carries the counts."""
+    """Hook ``Dataset.build`` so every split data set carries the training-split counts; RecBole's results unchanged."""
     if not hasattr(Dataset.build, "__wrapped__"):
         Dataset.build = _build_with_counts(Dataset.build)
 
@@ -117,10 +147,13 @@ def install():
 def head_tail_split(dataset, tail_ratio=None):
     """The head/tail split of ``dataset`` (any split of it) at ``tail_ratio``.
 
-    ``tail_ratio`` defaults to the data set's ``config['tail_ratio']``.
+    ``tail_ratio`` defaults to the data set's ``config['tail_ratio']``, else
+    (a RecBole ``Config`` without the key) to the plugin's default.
     """
     if tail_ratio is None:
         tail_ratio = dataset.config["tail_ratio"]
+    if tail_ratio is None:
+        tail_ratio = default_tail_ratio()
     cache = dataset.__dict__.setdefault(_CACHE_ATTR, {})
     if tail_ratio not in cache:
         counts = getattr(dataset, _COUNTS_ATTR, None)

@@ -1,18 +1,20 @@
-"""Extra collector resources for the tail metrics, and RecBole's Counter fix.
+"""The plugin's collector resources, one top-k per batch, and RecBole's Counter fix.
 
-Added resources (requested through a metric's ``metric_need``):
+Resources the plugin ADDS (requested through a metric's ``metric_need``):
 
 - ``data.tail_items``: ``[n_items]`` bool mask of the shared tail set;
-- ``data.count_items``: now the training-split counts of the shared split
-  (RecBole's ``item_counter`` misses each user's first item), as a dict;
+- ``data.train_item_counts``: ``[n_items]`` int64 training-split counts of
+  the shared split (RecBole's ``data.count_items``, its ``item_counter``,
+  misses each user's first item and stays as RecBole sets it);
 - ``rec.tail_topk``: ``[n_users, max_k + 1]``: for each top-k position, 1 if
   it holds a TAIL positive of that user; last column: the user's number of
   tail positives (RecBole's ``rec.topk`` layout, restricted to tail items).
 
-``get_data_struct`` moves only tensors to the CPU (RecBole calls ``.cpu()``
-on the Counter too and crashes every popularity metric). Under DDP it also
-gathers the per-user rows of every process, so each process computes every
-metric over all users; RecBole then averages identical values. (The
+RecBole's own resources keep RecBole's values. ``get_data_struct`` moves only
+tensors to the CPU (RecBole calls ``.cpu()`` on the Counter behind
+``data.count_items`` too and crashes its own popularity metrics). Under DDP it
+also gathers the per-user rows of every process, so each process computes
+every metric over all users; RecBole then averages identical values. (The
 distributed sampler pads shards by repeating up to world_size - 1 users.)
 """
 
@@ -25,26 +27,24 @@ from recbole.evaluator.collector import Collector
 from recbole_lpo.data.head_tail import head_tail_split
 
 _ORIGINAL = {}
+_SPLIT_KEYS = ("data.tail_items", "data.train_item_counts", "rec.tail_topk")
 
 
 def data_collect(self, train_data):
-    need_split = any(
-        self.register.need(key) for key in ("data.tail_items", "data.count_items", "rec.tail_topk")
-    )
+    """RecBole's ``data_collect`` plus the plugin's resources; RecBole's own keys and results unchanged."""
     _ORIGINAL["data_collect"](self, train_data)
-    if not need_split:
+    if not any(self.register.need(key) for key in _SPLIT_KEYS):
         return
     split = head_tail_split(train_data.dataset, self.config["tail_ratio"])
     self.tail_mask = split.tail_mask.to(self.device)
     if self.register.need("data.tail_items"):
         self.data_struct.set("data.tail_items", split.tail_mask.clone())
-    if self.register.need("data.count_items"):
-        counts = split.item_counts
-        self.data_struct.set("data.count_items", {i: int(c) for i, c in enumerate(counts) if c})
+    if self.register.need("data.train_item_counts"):
+        self.data_struct.set("data.train_item_counts", torch.tensor(split.item_counts, dtype=torch.int64))
 
 
 def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
-    """RecBole's ``eval_batch_collect`` plus ``rec.tail_topk``, with ONE top-k per batch.
+    """One top-k per batch for RecBole's keys (RecBole's tensors exactly), plus ``rec.tail_topk``.
 
     RecBole computes the top-k once for ``rec.items`` and again for
     ``rec.topk``, and counts each user's positives by summing an
@@ -108,6 +108,12 @@ def _gather_across_processes(tensor):
 
 
 def get_data_struct(self):
+    """Fixes RecBole's ``.cpu()`` on the Counter of ``data.count_items`` (its popularity metrics crashed).
+
+    RecBole's numbers on one process; under DDP, metrics over all users' rows
+    (RecBole averages per-process values, which for ItemCoverage is no
+    coverage of all users).
+    """
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
     for key, value in self.data_struct._data_dict.items():
         if isinstance(value, torch.Tensor):
@@ -124,6 +130,7 @@ def get_data_struct(self):
 
 
 def install():
+    """Patch RecBole's ``Collector`` with the three functions above (idempotent)."""
     if _ORIGINAL:
         return
     for name, replacement in (

@@ -1,4 +1,4 @@
-"""Tail-item metrics as real RecBole metrics.
+"""Tail-item metrics as real RecBole metrics, under names of their own.
 
 ``TailHit``, ``TailNDCG``, ``TailRecall``, ``TailMRR`` and ``TailPrecision``
 are RecBole's Hit/NDCG/Recall/MRR/Precision computed over the users whose
@@ -10,11 +10,15 @@ positives, both restricted to tail positives), so each equals its overall
 twin evaluated on those users alone. Keys: ``tailhit@10``, ``tailndcg@10``...,
 usable in ``metrics`` and as ``valid_metric``.
 
-``TailPercentage`` is replaced by a vectorised version that reads the shared
-head/tail split (``data.tail_items``) instead of re-deriving its own tail set
-from ``item_counter``; ``AveragePopularity`` reads the same training-split
-counts through ``data.count_items``. Registration mutates RecBole's metric
-registry in place, so RecBole's Config, Evaluator and Trainer see them.
+``TailItemShare`` (share of tail items in the top-k lists, on the shared
+head/tail split, ``data.tail_items``) and ``AvgTrainPopularity`` (mean
+training-split count of the top-k items, ``data.train_item_counts``) are the
+plugin's counterparts of RecBole's ``TailPercentage`` and
+``AveragePopularity``, which stay RecBole's: their own tail rule and
+``item_counter`` counts (the augmented training targets, without each user's
+first item). Registration only ADDS names to RecBole's metric registry, so
+RecBole's Config, Evaluator and Trainer see them and RecBole's own metrics
+are untouched.
 """
 
 import numpy as np
@@ -84,12 +88,12 @@ class TailPrecision(_TailTopkMetric):
     overall_metric = recbole_metrics.Precision
 
 
-class TailPercentage(AbstractMetric):
-    """Share of tail items in the top-k lists (RecBole's TailPercentage).
+class TailItemShare(AbstractMetric):
+    """Share of tail items in the top-k lists, tail = the shared head/tail split.
 
-    Same definition as RecBole's, but the tail set is the shared head/tail
-    split (``tail_ratio`` share of items, METHOD.md) and the computation is
-    vectorised (RecBole's scans a Python list per cell).
+    RecBole's TailPercentage formula (mean over users of the tail share of
+    each top-k list) with the plugin's tail set (``tail_ratio`` share of items
+    by training-split count, METHOD.md) instead of RecBole's own, vectorised.
     """
 
     metric_type = EvaluatorType.RANKING
@@ -102,14 +106,42 @@ class TailPercentage(AbstractMetric):
     def calculate_metric(self, dataobject):
         item_matrix = dataobject.get("rec.items").numpy()
         tail_mask = dataobject.get("data.tail_items").numpy()
-        in_tail = tail_mask[item_matrix].astype(np.float64)  # [U maxk]
-        share = in_tail.cumsum(axis=1) / np.arange(1, in_tail.shape[1] + 1)
-        mean = share.mean(axis=0)
-        return {f"tailpercentage@{k}": round(float(mean[k - 1]), self.decimal_place) for k in self.topk}
+        return _mean_at_k("tailitemshare", tail_mask[item_matrix], self.topk, self.decimal_place)
+
+
+class AvgTrainPopularity(AbstractMetric):
+    """Mean training-split count of the top-k items (RecBole's AveragePopularity formula).
+
+    Counts are the shared split's (each user's interactions minus valid and
+    test targets, first items included); RecBole's AveragePopularity reads
+    ``item_counter``, which misses each user's first item.
+    """
+
+    metric_type = EvaluatorType.RANKING
+    smaller = True
+    metric_need = ["rec.items", "data.train_item_counts"]
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.topk = config["topk"]
+
+    def calculate_metric(self, dataobject):
+        item_matrix = dataobject.get("rec.items").numpy()
+        counts = dataobject.get("data.train_item_counts").numpy()
+        return _mean_at_k("avgtrainpopularity", counts[item_matrix], self.topk, self.decimal_place)
+
+
+def _mean_at_k(name, values, topk, decimal_place):
+    """``{name@k: mean over users of the mean of the first k values}`` of a [users, max_k] array."""
+    values = values.astype(np.float64)
+    running_mean = values.cumsum(axis=1) / np.arange(1, values.shape[1] + 1)
+    mean = running_mean.mean(axis=0)
+    return {f"{name}@{k}": round(float(mean[k - 1]), decimal_place) for k in topk}
 
 
 TAIL_METRICS = (TailHit, TailNDCG, TailRecall, TailMRR, TailPrecision)
-_NEEDS_FULL_RANKING = {cls.__name__.lower() for cls in TAIL_METRICS} | {"tailpercentage"}
+PLUGIN_METRICS = TAIL_METRICS + (TailItemShare, AvgTrainPopularity)
+_NEEDS_FULL_RANKING = {cls.__name__.lower() for cls in TAIL_METRICS} | {"tailitemshare"}
 
 
 def check_tail_metric_config(config):
@@ -137,9 +169,11 @@ def check_tail_metric_config(config):
 
 
 def register_metrics():
-    """Add the tail metrics to RecBole's registry (idempotent)."""
-    for metric_class in TAIL_METRICS + (TailPercentage,):
+    """Add the plugin's metrics to RecBole's registry under new names; RecBole's metrics and results unchanged."""
+    for metric_class in PLUGIN_METRICS:
         name = metric_class.__name__.lower()
+        if getattr(register.metrics_dict.get(name), "__module__", None) == recbole_metrics.__name__:
+            raise RuntimeError(f"metric name '{name}' is RecBole's own: the plugin must not replace it")
         register.metrics_dict[name] = metric_class
         register.metric_information[name] = metric_class.metric_need
         register.metric_types[name] = metric_class.metric_type

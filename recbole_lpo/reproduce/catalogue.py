@@ -14,14 +14,13 @@ A *run* is one experiment on one data set with one seed under one profile.
 """
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import yaml
 
 from recbole_lpo.errors import UserInputError
-from recbole_lpo.paths import PROJECT_ROOT
+from recbole_lpo.paths import PROPERTIES_DIR
 
-PROFILE_DIR = Path(PROJECT_ROOT) / "properties" / "reproduce"
+PROFILE_DIR = PROPERTIES_DIR / "reproduce"
 DATASETS = ("amazon-beauty", "amazon-sports-outdoors", "amazon-toys-games")
 SEEDS = (2020, 2021, 2022)
 GROUPS = ("table", "tuning", "ablation", "sensitivity")

@@ -19,10 +19,10 @@ from recbole_lpo.reproduce.stats import mean_std, paired_ttest, seed_mean, selec
 
 OVERALL = ["hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 TAIL = ["tail" + m for m in OVERALL]
-BIAS = ["tailpercentage@10", "itemcoverage@10", "averagepopularity@10"]
+BIAS = ["tailitemshare@10", "itemcoverage@10", "avgtrainpopularity@10"]
 SHORT = ["hit@10", "ndcg@10", "tailhit@10", "tailndcg@10", *BIAS]
 NAMES = {"hit": "HR", "ndcg": "NDCG", "tailhit": "tail HR", "tailndcg": "tail NDCG",
-         "tailpercentage": "TailPct", "itemcoverage": "Cov", "averagepopularity": "AvgPop"}
+         "tailitemshare": "TailShare", "itemcoverage": "Cov", "avgtrainpopularity": "TrainPop"}
 LPO_ROWS = ("LPO4Rec (paper)", "LPO4Rec")
 
 
@@ -95,9 +95,9 @@ def cell(records, metric):
     if any(v is None for v in values):
         return None, None, "n/a"
     mean, std = mean_std(values)
-    text = f"{mean:.4f}" if metric != "averagepopularity@10" else f"{mean:.2f}"
+    text = f"{mean:.4f}" if metric != "avgtrainpopularity@10" else f"{mean:.2f}"
     if len(values) > 1:
-        text += f" ± {std:.4f}" if metric != "averagepopularity@10" else f" ± {std:.2f}"
+        text += f" ± {std:.4f}" if metric != "avgtrainpopularity@10" else f" ± {std:.2f}"
     return mean, std, text
 
 

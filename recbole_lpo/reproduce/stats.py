@@ -10,7 +10,7 @@ from recbole_lpo.errors import UserInputError
 
 
 def per_user_values(record, metric):
-    """{user token: value} of ``metric`` ('hit@10', 'tailndcg@5', 'tailpercentage@10', ...) for the
+    """{user token: value} of ``metric`` ('hit@10', 'tailndcg@5', 'tailitemshare@10', ...) for the
     run's test users; tail metrics only over users whose test item is tail. Their mean over users is
     RecBole's reported value. None for metrics that are not a mean over users (ItemCoverage)."""
     per_user = record.get("per_user")
@@ -18,7 +18,7 @@ def per_user_values(record, metric):
         raise UserInputError(f"result of {record['model']} has no per-user ranks (save_per_user_ranks: False)")
     name, _, k = metric.partition("@")
     users = per_user["user"]
-    if name in ("tailpercentage", "averagepopularity"):
+    if name in ("tailitemshare", "avgtrainpopularity"):
         values = per_user.get(metric)
         return None if values is None else dict(zip(users, values))
     if name not in ("hit", "ndcg", "tailhit", "tailndcg"):
