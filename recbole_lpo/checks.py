@@ -22,6 +22,7 @@ import difflib
 import functools
 import os
 import re
+from pathlib import Path
 
 import yaml
 from recbole.utils import argument_list
@@ -65,10 +66,17 @@ _INTERNAL_KEYS = {"model", "dataset", "config_files", "local_rank", "nproc", "wo
                   "test_neg_sample_args", "eval_neg_sample_args", "run_id"}
 
 
+_READ_KEY = re.compile(r"""config\[["']([A-Za-z_]\w*)["']\]""")
+
+
 @functools.lru_cache(maxsize=None)
 def known_keys():
-    """Every key some RecBole or plugin YAML or RecBole argument list defines."""
+    """Every key some RecBole or plugin YAML or RecBole argument list defines, or RecBole's
+    or the plugin's code reads (``config["key"]``: keys without a YAML default, e.g. ``encoding``)."""
     keys = set(_INTERNAL_KEYS)
+    for package in (RECBOLE_PROPERTIES_DIR.parent, Path(__file__).resolve().parent):
+        for path in package.rglob("*.py"):
+            keys.update(_READ_KEY.findall(path.read_text(encoding="utf-8", errors="replace")))
     for arguments in (argument_list.general_arguments, argument_list.training_arguments,
                       argument_list.evaluation_arguments, argument_list.dataset_arguments):
         keys.update(arguments)

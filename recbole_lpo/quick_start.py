@@ -186,7 +186,8 @@ def run_recbole_lpo(model=None, dataset=None, config_file_list=None, config_dict
 
     Returns RecBole's dict (``best_valid_score``, ``valid_score_bigger``,
     ``best_valid_result``, ``test_result``) plus ``result_file``, the path of
-    the result JSON.
+    the result JSON, and ``checkpoint``, the best model's file (None unless
+    ``saved``).
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
                     config_dict=config_dict, cmd_args=cmd_args)
@@ -227,6 +228,7 @@ def run_recbole_lpo(model=None, dataset=None, config_file_list=None, config_dict
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
         "test_result": test_result,
+        "checkpoint": trainer.saved_model_file if saved else None,
     }
     if getattr(trainer, "preference_history", None):
         result["preference_history"] = trainer.preference_history
@@ -234,8 +236,7 @@ def run_recbole_lpo(model=None, dataset=None, config_file_list=None, config_dict
     if config["local_rank"] == 0:
         result["tail_user_share"] = ranks["tail_user_share"]
         logger.info(f"test users with a tail target: {100 * ranks['tail_user_share']:.2f} %")
-        result["result_file"] = write_result(
-            config, split, result, ranks, trainer.saved_model_file if saved else None)
+        result["result_file"] = write_result(config, split, result, ranks, result["checkpoint"])
         logger.info(f"result written to {result['result_file']}")
     if not config["single_spec"]:
         _close_distributed(trainer)

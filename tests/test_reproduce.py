@@ -62,7 +62,8 @@ def test_grid_trains_writes_tables_and_plots(finished_grid):
     report = (workdir / "out" / "tiny-fast.md").read_text()
     assert "profile `fast`" in report
     for label in LABELS:
-        assert f"| {label} | 1 | 1 (0) |" in report
+        assert f"| {label} | 1 | 1 (0)† |" in report  # epochs=1: the cap stopped it, and the table says so
+    assert "†: stopped by the epoch cap" in report
     assert "| GRU4Rec | not run |" in report
     assert "diff, paired t-test" in report
     for name in ("frontier", "tail-probability"):
@@ -143,7 +144,7 @@ def test_catalogue_plan_orders_dependencies_and_seeds():
     assert [s for label, s in labels if label == "DPO"] == [1]
     with pytest.raises(UserInputError, match="unknown experiment 'LPO'"):
         catalogue.plan(["amazon-beauty"], ["table"], [1], "fast", labels=["LPO"])
-    with pytest.raises(UserInputError, match="unknown profile 'slow': valid profiles are fast, paper"):
+    with pytest.raises(UserInputError, match="unknown profile 'slow': valid profiles are cpu, fast, paper"):
         catalogue.load_profile("slow")
     # equal tuning budget for LPO4Rec and every rival
     assert {len(catalogue.tuning_labels(f)) for f in catalogue.TUNING_FAMILIES} == {3}
@@ -179,3 +180,12 @@ def test_set_overrides_are_typed_and_malformed_ones_refused(tmp_path):
     out = subprocess.run([sys.executable, "-m", "recbole_lpo.reproduce", "--dry-run", "--set", "epochs"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=120, env=CHECKOUT_ENV)
     assert out.returncode == 2 and out.stderr.strip() == "error: --set takes KEY=VALUE, got 'epochs'"
+
+
+@pytest.mark.parametrize("profile", ["fast", "cpu", "paper"])
+def test_every_profile_is_a_valid_config(profile):
+    from recbole_lpo.config import Config
+
+    overrides = catalogue.load_profile(profile)
+    config = Config("LPO4Rec", "tiny", [TINY_YAML], dict(overrides, data_path=str(FIXTURES)))
+    assert all(config[key] == value for key, value in overrides.items())

@@ -28,7 +28,7 @@ def build_parser():
     parser.add_argument("--labels", nargs="+", help="run only these experiments (labels from catalogue.py)")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS),
                         help="seeds of the multi-seed rows (SASRec, LPO4Rec); other rows use the first")
-    parser.add_argument("--profile", default="fast", help="properties/reproduce/<profile>.yaml: fast or paper")
+    parser.add_argument("--profile", default="fast", help="properties/reproduce/<profile>.yaml: fast (smoke), cpu (converged on a CPU) or paper")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides for every run (part of each run's cache key)")
     parser.add_argument("--config_files", nargs="*", default=[], help="YAML files under the profile")

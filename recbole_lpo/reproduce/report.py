@@ -101,6 +101,16 @@ def cell(records, metric):
     return mean, std, text
 
 
+CAPPED = "†"
+CAP_NOTE = "†: stopped by the epoch cap (`epochs`), not by early stopping: it may not have converged."
+
+
+def stopped_by_cap(record):
+    """Whether the run trained as many epochs as its ``epochs`` cap allowed."""
+    cap = (record.get("config") or {}).get("epochs")
+    return cap is not None and record["epochs_trained"] >= cap
+
+
 def markdown_table(grid, rows, metrics, bold=True, name_setting=True):
     """rows: [(row name, label)] -> Markdown with the best accuracy mean per column in bold;
     ``name_setting``: a row named other than its label shows the label's setting beside the name."""
@@ -120,13 +130,16 @@ def markdown_table(grid, rows, metrics, bold=True, name_setting=True):
             lines.append(f"| {shown} | not run | | " + " | ".join("—" for _ in metrics) + " |")
             continue
         records = grid.rows[label]
-        epochs = ", ".join(f"{r['epochs_trained']} ({r['best_epoch']})" for r in records)
+        epochs = ", ".join(f"{r['epochs_trained']} ({r['best_epoch']}){CAPPED if stopped_by_cap(r) else ''}"
+                           for r in records)
         cells = []
         for m in metrics:
             mean, _, text = cell(records, m)
             cells.append(f"**{text}**" if mean is not None and best.get(m) is not None
                          and round(mean, 6) == round(best[m], 6) else text)
         lines.append(f"| {shown} | {len(records)} | {epochs} | " + " | ".join(cells) + " |")
+    if any(stopped_by_cap(r) for _, label in rows if grid.has(label) for r in grid.rows[label]):
+        lines += ["", CAP_NOTE]
     return "\n".join(lines)
 
 
