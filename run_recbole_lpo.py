@@ -12,6 +12,10 @@ Any other ``--key=value`` is a RecBole/plugin config override.
 import argparse
 import sys
 
+from recbole_lpo.errors import run_cli
+from recbole_lpo.quick_start import run
+from recbole_lpo.runtime import keep_freed_memory
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -25,16 +29,11 @@ def main(argv=None):
     parser.add_argument("--group_offset", type=int, default=0, help="rank offset of this node (DDP)")
     parser.add_argument("--no_save", action="store_true", help="do not save the best checkpoint")
     parser.add_argument("--resume", type=str, default=None,
-                        help="continue an interrupted run from its checkpoint (same model and config)")
+                        help="continue an interrupted run from its checkpoint (same model, data and settings; epochs may change) into a new checkpoint")
     args, overrides = parser.parse_known_args(argv)
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
 
-    from recbole_lpo.errors import run_cli
-
     def train():
-        from recbole_lpo.quick_start import run
-        from recbole_lpo.runtime import keep_freed_memory
-
         keep_freed_memory()  # faster CPU steps, same results (recbole_lpo/runtime.py)
 
         run(args.model, args.dataset, config_file_list=config_file_list, saved=not args.no_save,

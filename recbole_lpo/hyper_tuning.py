@@ -1,5 +1,8 @@
 """Hyper-parameter search with RecBole's ``HyperTuning`` (hyperopt), without ray.
 
+hyperopt is an optional extra (``pip install -e .[hyper]``), imported only
+when a search runs.
+
     python -m recbole_lpo.hyper_tuning --model=LPO4Rec --dataset=amazon-beauty \\
         --params_file=properties/hyper/LPO4Rec.hyper
     python -m recbole_lpo.hyper_tuning --model=SimPO4Rec --dataset=amazon-beauty \\

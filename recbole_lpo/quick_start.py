@@ -60,8 +60,9 @@ def _prepare(config, resume, logger):
     logger.info(model)
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"], config)(config, model)
-    for path in remove_stale_partials(trainer.checkpoint_dir):
-        logger.info(f"removed {path}: a checkpoint write that was killed")
+    for folder in (trainer.checkpoint_dir, config["result_dir"] or "saved"):
+        for path in remove_stale_partials(folder):
+            logger.info(f"removed {path}: a write that was killed")
     # this run's own name: RecBole's is <model>-<time>.pth, the same for runs started in one second
     trainer.saved_model_file = unused_path(
         os.path.join(trainer.checkpoint_dir, f"{config['model']}-{config['run_id']}.pth"))
