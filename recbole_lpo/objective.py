@@ -8,6 +8,9 @@ K negatives drawn from this step's detached logits, and ``w`` the batch
 softmax of alpha (tail-aware reweighting) or 1/B when reweighting is off.
 ``weight`` is ``lpo_lambda`` for LPO, ``orpo_weight`` for ORPO and
 ``pref_weight`` for DPO, S-DPO and SimPO (ORPO's NLL term IS the CE).
+With ``pref_warmup_epochs: W > 0`` (beyond the paper; 0 = off) the weight at
+epoch e is ``weight * min(1, e / W)``: epoch 0 trains the CE alone. The
+plugin's ``PreferenceTrainer`` tells the objective its epoch.
 
 ``PreferenceObjective`` replaces a RecBole sequential model's ``loss_fct``,
 which its ``calculate_loss`` calls as ``loss_fct(logits [B N], pos_items [B])``
@@ -73,6 +76,7 @@ def objective_settings(config, loss_type):
         "beta": _number(config, "beta", minimum=0, strict=True) if loss_type in ("dpo", "sdpo", "simpo") else None,
         "gamma": _number(config, "gamma") if loss_type == "simpo" else 0.0,
         "reweight": config["reweight"],
+        "warmup_epochs": _number(config, "pref_warmup_epochs", minimum=0, integer=True),
         "alpha_tail": _number(config, "alpha_tail"),
         "alpha_head": _number(config, "alpha_head"),
     }
@@ -174,6 +178,8 @@ class PreferenceObjective(nn.Module):
         self.tau, self.beta, self.gamma = settings["tau"], settings["beta"], settings["gamma"]
         self.reweight = settings["reweight"]
         self.alpha_tail, self.alpha_head = settings["alpha_tail"], settings["alpha_head"]
+        self.warmup_epochs = settings["warmup_epochs"]
+        self.epoch = None  # the training epoch, set by PreferenceTrainer (needed by the warm-up only)
         neg_pool = settings["neg_pool"]
 
         split = head_tail_split(dataset, config["tail_ratio"])
@@ -236,9 +242,19 @@ class PreferenceObjective(nn.Module):
         self.generator = None
         self._pending_generator_state = state
 
+    def current_weight(self):
+        """The preference term's weight this epoch (``weight`` unless warming up)."""
+        if not self.warmup_epochs:
+            return self.weight
+        if self.epoch is None:
+            raise RuntimeError("pref_warmup_epochs needs the epoch: train with recbole_lpo's PreferenceTrainer "
+                               "(recbole_lpo.utils.get_trainer), or set objective.epoch yourself")
+        return self.weight * min(1.0, self.epoch / self.warmup_epochs)
+
     def forward(self, logits, pos_items):
         weights = self.sample_weights(pos_items, logits.dtype)  # [B]
-        if self.weight == 0:  # no preference term: the backbone's CE, no sampling
+        weight = self.current_weight()
+        if weight == 0:  # no preference term: the backbone's CE, no sampling
             return (weights * F.cross_entropy(logits, pos_items, reduction="none")).sum()
         negatives = sample_negatives(self.neg_sampler, logits.detach(), self.candidate_mask, pos_items,
                                      self.neg_count, generator=self._generator(logits.device))  # [B K]
@@ -255,7 +271,7 @@ class PreferenceObjective(nn.Module):
         out = preference_loss(self.loss_type, pos_logp, neg_logp, ref_pos, ref_neg,
                               tau=self.tau, beta=self.beta, gamma=self.gamma)
         self._record(ce.detach(), out.losses.detach(), out.chosen_rewards, out.rejected_rewards)
-        return (weights * (ce + self.weight * out.losses)).sum()
+        return (weights * (ce + weight * out.losses)).sum()
 
     @torch.no_grad()
     def reference_scores(self, items):

@@ -191,6 +191,7 @@ class PreferenceTrainer(Trainer):
         objective = getattr(self.model, "preference_objective", None)
         if objective is not None:
             objective.reset_stats()
+            objective.epoch = epoch_idx  # the preference weight's warm-up (pref_warmup_epochs)
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         stats = objective.epoch_stats() if objective is not None else {}
         if stats:

@@ -105,3 +105,32 @@ def test_preference_loss_with_lpo_on_sasrec_equals_lpo4rec(workdir, tiny_config)
     expected = train_losses(lpo, data, steps=8)
     _, sasrec, data = _setup("SASRec", tiny_config, preference_loss="lpo")
     assert train_losses(sasrec, data, steps=8) == pytest.approx(expected, abs=1e-6)
+
+
+def test_preference_weight_warm_up(workdir, tiny_config):
+    """pref_warmup_epochs (beyond the paper): weight * min(1, epoch / W); epoch 0 is the CE alone."""
+    _, model, data = _setup("LPO4Rec", tiny_config, pref_warmup_epochs=4, lpo_lambda=0.8, neg_sampler="topk",
+                            neg_count=3)
+    _, plain, _ = _setup("LPO4Rec", tiny_config, lpo_lambda=0.8, neg_sampler="topk", neg_count=3)
+    objective, reference = model.preference_objective, plain.preference_objective
+    logits = torch.randn(5, objective.tail_mask.numel(), generator=torch.Generator().manual_seed(1))
+    targets = torch.tensor([1, 2, 3, 4, 5])
+    with pytest.raises(RuntimeError, match="PreferenceTrainer"):
+        objective(logits, targets)  # warming up needs to know the epoch
+    for epoch, factor in ((0, 0.0), (2, 0.5), (4, 1.0), (9, 1.0)):
+        objective.epoch = epoch
+        reference.weight = 0.8 * factor  # the same objective without warm-up, at that weight
+        assert objective(logits, targets).item() == pytest.approx(reference(logits, targets).item(), abs=1e-6)
+    assert objective.current_weight() == 0.8
+    _, off, _ = _setup("LPO4Rec", tiny_config)
+    assert off.preference_objective.warmup_epochs == 0  # off by default (the paper)
+
+
+def test_warm_up_runs_through_the_trainer(workdir, tiny_config):
+    """PreferenceTrainer sets the epoch: epoch 0 trains CE only (no preference statistics), epoch 1 has them."""
+    from recbole_lpo.quick_start import run_recbole_lpo
+    from conftest import TINY_YAML
+
+    result = run_recbole_lpo("LPO4Rec", "tiny", [TINY_YAML], tiny_config(epochs=2, pref_warmup_epochs=2),
+                             saved=False)
+    assert sorted(result["preference_history"]) == [1]
