@@ -189,3 +189,12 @@ def test_every_profile_is_a_valid_config(profile):
     overrides = catalogue.load_profile(profile)
     config = Config("LPO4Rec", "tiny", [TINY_YAML], dict(overrides, data_path=str(FIXTURES)))
     assert all(config[key] == value for key, value in overrides.items())
+
+
+def test_screen_group_holds_the_no_regret_candidates_outside_the_default_grid():
+    labels = catalogue.group_labels("screen")
+    assert labels[:2] == ["SASRec", "LPO4Rec (paper)"] and len(labels) == 2 + len(catalogue.SCREEN)
+    for label, overrides in zip(labels[2:], catalogue.SCREEN):
+        assert catalogue.EXPERIMENTS[label].overrides == dict(catalogue.LPO_PAPER, **overrides)
+    default = {run.label for run in catalogue.plan(["tiny"], catalogue.DEFAULT_GROUPS, [1], "cpu")}
+    assert not default & set(labels[2:])

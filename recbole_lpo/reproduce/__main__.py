@@ -15,7 +15,7 @@ import sys
 
 from recbole_lpo.errors import run_cli
 from recbole_lpo.reproduce.cache import RunCache
-from recbole_lpo.reproduce.catalogue import DATASETS, GROUPS, SEEDS, plan
+from recbole_lpo.reproduce.catalogue import DATASETS, DEFAULT_GROUPS, GROUPS, SEEDS, plan
 from recbole_lpo.reproduce.report import write_reports
 from recbole_lpo.reproduce.runner import execute, resolve
 from recbole_lpo.utils import parse_overrides
@@ -24,7 +24,8 @@ from recbole_lpo.utils import parse_overrides
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m recbole_lpo.reproduce", description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=[DATASETS[0]], help="data sets (default: amazon-beauty)")
-    parser.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS)
+    parser.add_argument("--groups", nargs="+", default=list(DEFAULT_GROUPS), choices=GROUPS,
+                        help="experiment groups (default: the paper's four; screen: no-regret candidates)")
     parser.add_argument("--labels", nargs="+", help="run only these experiments (labels from catalogue.py)")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS),
                         help="seeds of the multi-seed rows (SASRec, LPO4Rec); other rows use the first")

@@ -8,7 +8,9 @@ and tables are groups of experiment labels:
 - ``tuning``: the same small grid budget for LPO4Rec and every rival; defaults
   are selected from it on validation only (``selection.py``);
 - ``ablation``: paper Table II;
-- ``sensitivity``: paper Fig. 4, one key swept at a time around the paper's values.
+- ``sensitivity``: paper Fig. 4, one key swept at a time around the paper's values;
+- ``screen``: candidates for a no-regret default (tail accuracy up, overall
+  accuracy not down), beyond the paper; not in the default groups.
 
 A *run* is one experiment on one data set with one seed under one profile.
 """
@@ -23,7 +25,8 @@ from recbole_lpo.paths import PROPERTIES_DIR
 PROFILE_DIR = PROPERTIES_DIR / "reproduce"
 DATASETS = ("amazon-beauty", "amazon-sports-outdoors", "amazon-toys-games")
 SEEDS = (2020, 2021, 2022)
-GROUPS = ("table", "tuning", "ablation", "sensitivity")
+GROUPS = ("table", "tuning", "ablation", "sensitivity", "screen")
+DEFAULT_GROUPS = ("table", "tuning", "ablation", "sensitivity")
 
 # the paper's LPO4Rec values (Sec. V-B; METHOD.md), written out so the row never moves with the YAML defaults
 LPO_PAPER = {"lpo_lambda": 0.5, "lpo_tau": 0.1, "neg_count": 10, "neg_sampler": "gumbel", "neg_pool": "head",
@@ -74,6 +77,7 @@ def _experiments():
     exps.append(Experiment("SimPO", "SimPO4Rec", {"beta": 1.0, "gamma": 0.5}, family="SimPO"))
     exps += [Experiment(f"SimPO beta={b} gamma={g}", "SimPO4Rec", {"beta": b, "gamma": g}, family="SimPO")
              for b, g in simpo[1:]]
+    exps += [Experiment(screen_label(overrides), "LPO4Rec", dict(LPO_PAPER, **overrides)) for overrides in SCREEN]
     # sensitivity (paper Fig. 4): one key at a time around the paper's values
     for key, values in SWEEPS.items():
         for value in values:
@@ -85,6 +89,21 @@ def _experiments():
 
 SWEEPS = {"lpo_lambda": (0.1, 0.3, 0.5, 1.0), "lpo_tau": (0.1, 0.5, 1.0), "neg_count": (2, 10, 20),
           "alpha_tail": (0.0, 1.0, 2.0)}
+
+
+# no-regret candidates (changes to the paper's values): a gentler term (lambda 0.1, tau 1), negatives
+# from all items, weaker reweighting (alpha_tail 0.5), a warm-up of the weight (pref_warmup_epochs)
+SCREEN = (
+    {"lpo_lambda": 0.1, "lpo_tau": 1.0, "neg_pool": "all", "alpha_tail": 0.5},
+    {"lpo_lambda": 0.1, "lpo_tau": 1.0, "alpha_tail": 0.5},
+    {"lpo_lambda": 0.0, "alpha_tail": 0.5},
+    {"lpo_lambda": 0.1, "lpo_tau": 0.5, "neg_pool": "all", "alpha_tail": 0.5},
+    {"lpo_lambda": 0.1, "lpo_tau": 1.0, "neg_pool": "all", "alpha_tail": 0.5, "pref_warmup_epochs": 10},
+)
+
+
+def screen_label(overrides):
+    return "LPO4Rec screen: " + " ".join(f"{k}={v}" for k, v in overrides.items())
 
 
 def sweep_label(key, value):
@@ -125,6 +144,8 @@ def group_labels(group):
         return list(ABLATION_ROWS)
     if group == "sensitivity":
         return sensitivity_labels()
+    if group == "screen":
+        return ["SASRec", "LPO4Rec (paper)", *(screen_label(overrides) for overrides in SCREEN)]
     raise UserInputError(f"unknown group '{group}': valid groups are {', '.join(GROUPS)}")
 
 

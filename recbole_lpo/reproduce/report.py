@@ -247,6 +247,10 @@ def write_dataset_report(grid, args, user_overrides, out):
     lines += selection_section(grid)
     lines += ["## Ablations (paper Table II)", "",
               markdown_table(grid, [(label, label) for label in cat.ABLATION_ROWS], SHORT), ""]
+    screen = cat.group_labels("screen")
+    if any(grid.has(label) for label in screen[2:]):
+        lines += ["## Screening for a no-regret default (beyond the paper; validation decides)", "",
+                  markdown_table(grid, [(label, label) for label in screen], SHORT), ""]
     lines += ["## Sensitivity (paper Fig. 4; one key at a time around the paper's values)", "",
               markdown_table(grid, sensitivity_rows(grid), SHORT, bold=False, name_setting=False), "",
               "The paper's point shows its row's seeds; the other points, and the plot, one seed.", ""]
