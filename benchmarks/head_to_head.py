@@ -28,6 +28,9 @@ def worker(model, dataset, config_dict, threads):
 
     torch.set_num_threads(threads)
     from recbole_lpo.quick_start import run_recbole_lpo
+    from recbole_lpo.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as the command line: faster CPU steps, same results
 
     result = run_recbole_lpo(model, dataset, config_dict=config_dict, saved=True)
     print("RESULT " + json.dumps({"model": model, "result_file": result["result_file"]}))
