@@ -27,6 +27,12 @@ def test_same_seed_same_metrics(workdir, tiny_config):
     second = run_recbole_lpo("LPO4Rec", "tiny", [TINY_YAML], tiny_config(epochs=2), saved=True)
     assert first["test_result"] == second["test_result"]
     assert _per_user(first) == _per_user(second)
+    # benchmarks/compare_results.py on the pair: equal metrics, ratio 1, no variance for the t-test
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare_results.py"), first["result_file"],
+                          second["result_file"]], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = out.stdout.splitlines()[3]
+    assert row.count("1.00x, p=nan") == 4, out.stdout
 
 
 KILL_AFTER_EPOCH_1 = """

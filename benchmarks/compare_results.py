@@ -1,0 +1,63 @@
+"""Compare finished runs against a baseline run: a Markdown table with paired t-tests over test users.
+
+    python benchmarks/compare_results.py BASELINE.json RUN.json [RUN.json ...]
+
+Reads result JSONs (``run_recbole_lpo``'s, with per-user ranks). For each run:
+epochs trained (best; † when the epoch cap stopped it), the valid scores the
+selection rule reads (NDCG@10, tail NDCG@10), the test HR/NDCG@10 overall and
+on tail-target users, each with its ratio to the baseline, and the two-sided
+paired t-test over test users against the baseline (recbole_lpo.reproduce.stats).
+"""
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from recbole_lpo.reproduce.stats import paired_ttest, per_user_values  # noqa: E402
+
+SETTING_KEYS = ("preference_loss", "lpo_lambda", "lpo_tau", "neg_count", "neg_sampler", "neg_pool", "reweight",
+                "alpha_tail", "alpha_head", "pref_warmup_epochs")
+TEST = ("hit@10", "ndcg@10", "tailhit@10", "tailndcg@10")
+
+
+def setting(record):
+    config = record["config"]
+    if not config.get("preference_loss"):
+        return record["model"]
+    return record["model"] + " " + " ".join(f"{k}={config[k]}" for k in SETTING_KEYS[1:] if k in config)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", help="result JSONs; the first is the baseline")
+    args = parser.parse_args(argv)
+    records = [json.loads(Path(p).read_text()) for p in args.results]
+    base = records[0]
+    print("| run | epochs (best) | valid NDCG@10 | valid tail NDCG@10 | "
+          + " | ".join(f"test {m} (ratio, p)" for m in TEST) + " |")
+    print("|---|---|---|---|" + "---|" * len(TEST))
+    for record in records:
+        capped = "†" if record["epochs_trained"] >= record["config"]["epochs"] else ""
+        valid = record["best_valid_result"]
+        cells = []
+        for metric in TEST:
+            value, reference = record["test_result"][metric], base["test_result"][metric]
+            if record is base:
+                cells.append(f"{value:.4f}")
+                continue
+            _, _, _, p = paired_ttest(per_user_values(record, metric), per_user_values(base, metric))
+            ratio = value / reference if reference else math.nan
+            cells.append(f"{value:.4f} ({ratio:.2f}x, p={p:.2g})")
+        print(f"| {setting(record)} | {record['epochs_trained']} ({record['best_epoch']}){capped} | "
+              f"{valid['ndcg@10']:.4f} | {valid['tailndcg@10']:.4f} | " + " | ".join(cells) + " |")
+    machines = sorted({f"{r['machine']['processor']} x{r['machine']['cpu_count']}, {r['machine']['device']}, "
+                       f"{r['machine']['torch_threads']} thread(s)" for r in records})
+    print(f"\nBaseline: {setting(base)}. Machines: {'; '.join(machines)}. "
+          f"Commits: {', '.join(sorted({(r['git_commit'] or 'unknown')[:12] for r in records}))}.")
+
+
+if __name__ == "__main__":
+    main()
