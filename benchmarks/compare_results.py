@@ -2,7 +2,7 @@
 
     python benchmarks/compare_results.py BASELINE.json RUN.json [RUN.json ...]
 
-Reads result JSONs (``run_recbole_lpo``'s, with per-user ranks). For each run:
+Reads result JSONs (``run_recbole_lpo``'s, with per-user ranks; ``.json.gz`` too). For each run:
 epochs trained (best; † when the epoch cap stopped it), the valid scores the
 selection rule reads (NDCG@10, tail NDCG@10), the test HR/NDCG@10 overall and
 on tail-target users, each with its ratio to the baseline, and the two-sided
@@ -10,6 +10,7 @@ paired t-test over test users against the baseline (recbole_lpo.reproduce.stats)
 """
 
 import argparse
+import gzip
 import json
 import math
 import sys
@@ -34,7 +35,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", help="result JSONs; the first is the baseline")
     args = parser.parse_args(argv)
-    records = [json.loads(Path(p).read_text()) for p in args.results]
+    records = [json.loads(gzip.decompress(Path(p).read_bytes()) if p.endswith(".gz") else Path(p).read_text())
+               for p in args.results]
     base = records[0]
     print("| run | epochs (best) | valid NDCG@10 | valid tail NDCG@10 | "
           + " | ".join(f"test {m} (ratio, p)" for m in TEST) + " |")
