@@ -2,7 +2,7 @@
 
     python run_recbole_lpo.py --model=LPO4Rec --dataset=amazon-beauty
     python run_recbole_lpo.py -m SASRec -d amazon-beauty --epochs=5 --lpo_lambda=0.3
-    python run_recbole_lpo.py -m LPO4Rec -d amazon-beauty --resume saved/LPO4Rec-<time>.pth
+    python run_recbole_lpo.py -m LPO4Rec -d amazon-beauty --resume saved/LPO4Rec-<run id>.pth
 
 Exit status: 0 done, 2 bad input (one ``error:`` line), 3 training diverged (NaN/inf loss).
 

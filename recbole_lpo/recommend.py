@@ -1,7 +1,7 @@
 """Print the top-k items for users of a trained checkpoint.
 
-    python -m recbole_lpo.recommend --checkpoint saved/LPO4Rec-<time>.pth --user u1 --user u2 -k 10
-    python -m recbole_lpo.recommend --checkpoint saved/SASRec-<time>.pth --user u1 --exclude-history
+    python -m recbole_lpo.recommend --checkpoint saved/LPO4Rec-<run id>.pth --user u1 --user u2 -k 10
+    python -m recbole_lpo.recommend --checkpoint saved/SASRec-<run id>.pth --user u1 --exclude-history
 
 One line per user on stdout: ``USER<TAB>item1 item2 ...`` (item tokens, best
 first). Sequential models recommend the item after each user's last known

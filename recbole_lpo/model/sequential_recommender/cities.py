@@ -3,8 +3,8 @@ Sequential Recommendation", ICDM 2020) on a trained SASRec.
 
 A second stage on top of a trained backbone, in two steps:
 
-    python run_recbole_lpo.py --model=SASRec --dataset=amazon-beauty      # writes saved/SASRec-<time>.pth
-    python run_recbole_lpo.py --model=CITIES --dataset=amazon-beauty --base_model_path=saved/SASRec-<time>.pth
+    python run_recbole_lpo.py --model=SASRec --dataset=amazon-beauty      # writes saved/SASRec-<run id>.pth
+    python run_recbole_lpo.py --model=CITIES --dataset=amazon-beauty --base_model_path=saved/SASRec-<run id>.pth
 
 Step 2 loads the checkpoint named by ``base_model_path`` (checked as DPO's
 reference is: same backbone class, data set, item tokens and architecture;

@@ -61,8 +61,8 @@ item (80 % of the items), so the quality of T_I decides the metrics.
 
 Two-step recipe (the paper's): train SASRec, then start MELT from it,
 
-    python run_recbole_lpo.py --model=SASRec --dataset=amazon-beauty      # writes saved/SASRec-<time>.pth
-    python run_recbole_lpo.py --model=MELT --dataset=amazon-beauty --pretrained_model_path=saved/SASRec-<time>.pth
+    python run_recbole_lpo.py --model=SASRec --dataset=amazon-beauty      # writes saved/SASRec-<run id>.pth
+    python run_recbole_lpo.py --model=MELT --dataset=amazon-beauty --pretrained_model_path=saved/SASRec-<run id>.pth
 
 Deviations (from the paper and the authors' code, github rlqja1107/MELT):
 
