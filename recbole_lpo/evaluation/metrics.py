@@ -88,7 +88,24 @@ class TailPrecision(_TailTopkMetric):
     overall_metric = recbole_metrics.Precision
 
 
-class TailItemShare(AbstractMetric):
+class _TopkItemValueMetric(AbstractMetric):
+    """Mean over users of the mean of an item value over each top-k list; the value per item
+    (a [n_items] array) is the collector resource ``item_values``."""
+
+    metric_type = EvaluatorType.RANKING
+    item_values = None  # collector resource of the per-item values
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.topk = config["topk"]
+
+    def calculate_metric(self, dataobject):
+        item_matrix = dataobject.get("rec.items").numpy()
+        values = dataobject.get(self.item_values).numpy()
+        return _mean_at_k(type(self).__name__.lower(), values[item_matrix], self.topk, self.decimal_place)
+
+
+class TailItemShare(_TopkItemValueMetric):
     """Share of tail items in the top-k lists, tail = the shared head/tail split.
 
     RecBole's TailPercentage formula (mean over users of the tail share of
@@ -96,20 +113,11 @@ class TailItemShare(AbstractMetric):
     by training-split count, METHOD.md) instead of RecBole's own, vectorised.
     """
 
-    metric_type = EvaluatorType.RANKING
-    metric_need = ["rec.items", "data.tail_items"]
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.topk = config["topk"]
-
-    def calculate_metric(self, dataobject):
-        item_matrix = dataobject.get("rec.items").numpy()
-        tail_mask = dataobject.get("data.tail_items").numpy()
-        return _mean_at_k("tailitemshare", tail_mask[item_matrix], self.topk, self.decimal_place)
+    item_values = "data.tail_items"
+    metric_need = ["rec.items", item_values]
 
 
-class AvgTrainPopularity(AbstractMetric):
+class AvgTrainPopularity(_TopkItemValueMetric):
     """Mean training-split count of the top-k items (RecBole's AveragePopularity formula).
 
     Counts are the shared split's (each user's interactions minus valid and
@@ -117,18 +125,9 @@ class AvgTrainPopularity(AbstractMetric):
     ``item_counter``, which misses each user's first item.
     """
 
-    metric_type = EvaluatorType.RANKING
     smaller = True
-    metric_need = ["rec.items", "data.train_item_counts"]
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.topk = config["topk"]
-
-    def calculate_metric(self, dataobject):
-        item_matrix = dataobject.get("rec.items").numpy()
-        counts = dataobject.get("data.train_item_counts").numpy()
-        return _mean_at_k("avgtrainpopularity", counts[item_matrix], self.topk, self.decimal_place)
+    item_values = "data.train_item_counts"
+    metric_need = ["rec.items", item_values]
 
 
 def _mean_at_k(name, values, topk, decimal_place):
