@@ -20,14 +20,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from recbole_lpo.reproduce.stats import paired_ttest, per_user_values  # noqa: E402
 
 SETTING_KEYS = ("preference_loss", "lpo_lambda", "lpo_tau", "neg_count", "neg_sampler", "neg_pool", "reweight",
-                "alpha_tail", "alpha_head", "pref_warmup_epochs")
+                "alpha_tail", "alpha_head", "pref_warmup_epochs", "tail_score_bonus")
 TEST = ("hit@10", "ndcg@10", "tailhit@10", "tailndcg@10")
 
 
 def setting(record):
     config = record["config"]
     if not config.get("preference_loss"):
-        return record["model"]
+        bonus = config.get("tail_score_bonus") or 0
+        return record["model"] + (f" tail_score_bonus={bonus}" if bonus else "")
     return record["model"] + " " + " ".join(f"{k}={config[k]}" for k in SETTING_KEYS[1:] if k in config)
 
 

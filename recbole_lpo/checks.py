@@ -14,7 +14,7 @@ naming the key:
 - a number out of range (``RANGES``), ``topk`` not positive integers,
   ``valid_metric`` not among ``metrics`` at a ``topk`` cut-off;
 - a ``checkpoint_dir`` / ``result_dir`` that cannot be created or written;
-- the preference objective's keys, ``tail_ratio``, tail metrics on sampled
+- the preference objective's keys, ``tail_ratio``, ``tail_score_bonus``, tail metrics on sampled
   ranking, a data set that does not exist.
 """
 
@@ -32,6 +32,7 @@ from recbole_lpo.errors import UserInputError
 from recbole_lpo.evaluation.metrics import check_tail_metric_config
 from recbole_lpo.objective import objective_settings
 from recbole_lpo.paths import PROPERTIES_DIR, RECBOLE_PROPERTIES_DIR
+from recbole_lpo.rescoring import tail_score_bonus
 
 
 def check_config(config):
@@ -52,6 +53,7 @@ def check_config(config):
     if not isinstance(tail_ratio, (int, float)) or isinstance(tail_ratio, bool) or not 0 < tail_ratio < 1:
         raise UserInputError(f"tail_ratio must be a number in (0, 1), got {tail_ratio!r}")
     check_tail_metric_config(config.final_config_dict)
+    tail_score_bonus(config)
     check_ranges(config.final_config_dict)
     check_valid_metric(config.final_config_dict)
     for key in ("checkpoint_dir", "result_dir"):

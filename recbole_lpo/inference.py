@@ -10,7 +10,9 @@ Preference-trained models (``preference_loss`` set: LPO4Rec, DPO4Rec, ...,
 or ``--model=GRU4Rec --preference_loss=lpo``) load as their RecBole
 backbone. The objective only shapes training: it owns no parameters and no
 persistent buffers, so the checkpoint's ``state_dict`` has exactly the
-backbone's keys, and ``forward``/``full_sort_predict`` are the backbone's.
+backbone's keys, and ``forward``/``full_sort_predict`` are the backbone's,
+with the run's ``tail_score_bonus`` (``recbole_lpo.rescoring``) added to the
+tail items' scores when it is not 0, as in the run's own evaluation.
 Building the backbone also means DPO4Rec/SDPO4Rec never read their frozen
 reference (``ref_model_path``): a policy loads after that file is deleted.
 """
@@ -24,6 +26,7 @@ from recbole_lpo.checkpoint import backbone_class, item_token_hash, one_line, re
 from recbole_lpo.checks import check_dataset_exists
 from recbole_lpo.data.cache import prepare_data
 from recbole_lpo.errors import UserInputError
+from recbole_lpo.rescoring import attach_tail_bonus
 from recbole_lpo.utils import get_model
 
 PAD_TOKEN = "[PAD]"  # RecBole's padding token, internal id 0 of every token field
@@ -113,6 +116,7 @@ def load_data_and_model(model_file):
             f"checkpoint '{model_file}' does not fit the {model_class.__name__} built from its config: "
             f"{one_line(error)}") from error
     model.load_other_parameter(checkpoint.get("other_parameter"))
+    attach_tail_bonus(model, config, train_data._dataset)  # ranks as in training's evaluation
     model.eval()
     return config, model, dataset, train_data, valid_data, test_data
 

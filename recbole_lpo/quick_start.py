@@ -25,6 +25,7 @@ from recbole_lpo.errors import Interrupted, UserInputError
 from recbole_lpo.inference import load_data_and_model  # noqa: F401  (RecBole's API, plugin-aware)
 from recbole_lpo.objective import attach_preference_objective
 from recbole_lpo.records import new_run_id, remove_stale_partials, unused_path, write_result
+from recbole_lpo.rescoring import attach_tail_bonus
 from recbole_lpo.utils import get_model, get_trainer
 
 
@@ -83,11 +84,13 @@ def create_model(config, dataset):
     """``config['model']`` built on ``dataset`` (the training split), on ``config['device']``.
 
     A built-in model with ``preference_loss`` set gets the preference
-    objective; the model records the data set's item tokens.
+    objective; any model with ``tail_score_bonus`` set ranks with it
+    (``recbole_lpo.rescoring``); the model records the data set's item tokens.
     """
     model = get_model(config["model"])(config, dataset)
     if config["preference_loss"] is not None and getattr(model, "preference_objective", None) is None:
         attach_preference_objective(model, config, dataset, config["preference_loss"])
+    attach_tail_bonus(model, config, dataset)
     tag_model(model, dataset)
     return model.to(config["device"])
 

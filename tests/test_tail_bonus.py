@@ -1,0 +1,118 @@
+"""tail_score_bonus (beyond the paper): ranking-time bonus on tail items, any model."""
+
+import gzip
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY_YAML, build_model, cli_on_fixture
+from recbole_lpo.data.head_tail import head_tail_split
+from recbole_lpo.errors import UserInputError
+from recbole_lpo.inference import load_data_and_model
+from recbole_lpo.quick_start import run_recbole_lpo
+from recbole_lpo.rescoring import add_tail_bonus, add_tail_bonus_to_items, ranks_under_bonuses
+
+
+def test_add_tail_bonus_by_hand():
+    scores = torch.tensor([[-math.inf, 1.0, 2.0, 3.0], [0.0, -math.inf, 0.5, -1.0]])
+    tail = torch.tensor([False, True, False, True])
+    out = add_tail_bonus(scores, tail, 1.5)
+    assert torch.equal(out, torch.tensor([[-math.inf, 2.5, 2.0, 4.5], [0.0, -math.inf, 0.5, 0.5]]))
+    items = torch.tensor([3, 2])
+    assert torch.equal(add_tail_bonus_to_items(torch.tensor([3.0, 0.5]), items, tail, 1.5), torch.tensor([4.5, 0.5]))
+
+
+def test_ranks_under_bonuses_match_sorting():
+    """Each bonus's ranks equal those from sorting the shifted scores (brute force)."""
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(40, 30, generator=generator)
+    scores[:, 0] = -math.inf
+    scores[torch.rand(40, 30, generator=generator) < 0.1] = -math.inf  # masked history
+    pos = torch.randint(1, 30, (40,), generator=generator)
+    scores[torch.arange(40), pos] = torch.randn(40, generator=generator)  # the target is never masked
+    tail = torch.rand(30, generator=generator) < 0.4
+    tail[0] = False
+    bonuses = [0.0, 0.3, 1.0, -0.5, 4.0]
+    ranks = ranks_under_bonuses(scores, pos, tail, bonuses)
+    for i, bonus in enumerate(bonuses):
+        shifted = scores + bonus * tail.float()
+        for row in range(40):
+            order = [int(j) for j in torch.argsort(shifted[row], descending=True, stable=True)]
+            better = [j for j in order if shifted[row, j] > shifted[row, pos[row]]]
+            assert ranks[i, row] == len(better) + 1 == order.index(int(pos[row])) + 1 - sum(
+                1 for j in order[: order.index(int(pos[row]))] if shifted[row, j] == shifted[row, pos[row]])
+    assert (ranks[4][tail[pos]] <= ranks[0][tail[pos]]).all()  # a bonus never demotes a tail target
+
+
+@pytest.mark.parametrize("model_name", ["SASRec", "LPO4Rec"])
+def test_models_rank_with_the_bonus(tiny_config, model_name):
+    """full_sort_predict and predict add the bonus to tail items only; parameters and keys unchanged."""
+    _, plain, _, valid_data = build_model(model_name, tiny_config())
+    config, boosted, _, _ = build_model(model_name, tiny_config(tail_score_bonus=2.0))
+    assert set(plain.state_dict()) == set(boosted.state_dict())
+    boosted.load_state_dict(plain.state_dict())
+    plain.eval(), boosted.eval()
+    tail = head_tail_split(valid_data.dataset, config["tail_ratio"]).tail_mask
+    assert tail.any() and (~tail[1:]).any()
+    interaction = next(iter(valid_data))[0]
+    with torch.no_grad():
+        base, shifted = plain.full_sort_predict(interaction), boosted.full_sort_predict(interaction)
+        assert torch.allclose(shifted - base, 2.0 * tail.float().expand_as(base))
+        item_field = config["ITEM_ID_FIELD"]
+        interaction.update(type(interaction)({item_field: torch.arange(1, len(interaction) + 1) % tail.numel()}))
+        items = interaction[item_field]
+        assert torch.allclose(boosted.predict(interaction) - plain.predict(interaction), 2.0 * tail[items].float())
+    assert boosted.tail_score_bonus == 2.0 and plain.tail_score_bonus == 0.0
+
+
+def test_bonus_off_changes_nothing(tiny_config):
+    """tail_score_bonus 0 (the default) leaves the run bit-identical to a run without the key."""
+    default = run_recbole_lpo("SASRec", "tiny", [TINY_YAML], tiny_config(epochs=2), saved=False)
+    zero = run_recbole_lpo("SASRec", "tiny", [TINY_YAML], tiny_config(epochs=2, tail_score_bonus=0.0), saved=False)
+    assert default["test_result"] == zero["test_result"]
+
+
+@pytest.mark.parametrize("value", ["high", True, math.nan, math.inf])
+def test_bad_bonus_is_one_error(tiny_config, value):
+    with pytest.raises(UserInputError, match="tail_score_bonus must be"):
+        run_recbole_lpo("SASRec", "tiny", [TINY_YAML], tiny_config(tail_score_bonus=value), saved=False)
+
+
+def test_bonus_run_inference_and_sweep_agree(workdir, tiny_config):
+    """A run with the bonus: its recorded test metrics equal the sweep's at that bonus; the
+    loaded checkpoint ranks with it; the sweep at bonus 0 of a plain run reproduces that run."""
+    plain = run_recbole_lpo("SASRec", "tiny", [TINY_YAML], tiny_config(epochs=3), saved=True)
+    boosted = run_recbole_lpo("SASRec", "tiny", [TINY_YAML], tiny_config(epochs=3, tail_score_bonus=1.0),
+                              saved=True)
+    _, model, _, train_data, _, _ = load_data_and_model(boosted["checkpoint"])
+    assert model.tail_score_bonus == 1.0
+
+    out = workdir / "sweep.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "tail_bonus_sweep.py"), plain["checkpoint"],
+               boosted["checkpoint"], "--bonus", "0", "1", "--json", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=workdir)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())["rows"]
+    by_bonus = {(r["setting"], r["tail_score_bonus"]): r for r in rows}
+    trained = "SASRec (trained with tail_score_bonus=1)"
+    assert set(by_bonus) == {("SASRec", 0.0), ("SASRec", 1.0), (trained, 1.0), (trained, 2.0)}
+    for run, key in ((plain, ("SASRec", 0.0)), (boosted, (trained, 1.0))):
+        test = by_bonus[key]["test"]
+        for metric in ("hit@10", "ndcg@10", "tailhit@10", "tailndcg@10"):
+            assert test[metric]["mean_std"][0] == pytest.approx(run["test_result"][metric], abs=1e-4)
+    # the JSON is never overwritten
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=workdir)
+    assert again.returncode != 0 and "FileExistsError" in again.stderr
+
+
+def test_cli_records_the_bonus(workdir):
+    done = cli_on_fixture(workdir, "--model=SASRec", "--epochs=1", "--tail_score_bonus=0.5")
+    assert done.returncode == 0, done.stderr
+    (result_file,) = (workdir / "results").glob("*.json*")
+    data = result_file.read_bytes()
+    record = json.loads(gzip.decompress(data) if result_file.suffix == ".gz" else data)
+    assert record["config"]["tail_score_bonus"] == 0.5
