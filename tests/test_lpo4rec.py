@@ -134,3 +134,19 @@ def test_warm_up_runs_through_the_trainer(workdir, tiny_config):
     result = run_recbole_lpo("LPO4Rec", "tiny", [TINY_YAML], tiny_config(epochs=2, pref_warmup_epochs=2),
                              saved=False)
     assert sorted(result["preference_history"]) == [1]
+
+
+def test_paper_values_are_one_config_file_away(workdir):
+    """properties/model/LPO4Rec-paper.yaml holds the paper's values (METHOD.md), with both
+    mechanisms beyond the paper off; the grid's paper row reads it."""
+    from conftest import FIXTURES, ROOT, TINY_YAML
+    from recbole_lpo.config import Config
+    from recbole_lpo.reproduce.catalogue import EXPERIMENTS
+
+    paper_file = str(ROOT / "properties" / "model" / "LPO4Rec-paper.yaml")
+    config = Config("LPO4Rec", "tiny", [TINY_YAML, paper_file], {"data_path": str(FIXTURES)})
+    paper = {"lpo_lambda": 0.5, "lpo_tau": 0.1, "neg_count": 10, "neg_sampler": "gumbel", "neg_pool": "head",
+             "reweight": True, "alpha_tail": 1.0, "alpha_head": 0.0, "pref_warmup_epochs": 0,
+             "tail_score_bonus": 0.0}
+    assert {key: config[key] for key in paper} == paper
+    assert EXPERIMENTS["LPO4Rec (paper)"].overrides == paper
