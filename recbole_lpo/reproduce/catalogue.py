@@ -94,8 +94,10 @@ SWEEPS = {"lpo_lambda": (0.1, 0.3, 0.5, 1.0), "lpo_tau": (0.1, 0.5, 1.0), "neg_c
 
 
 # no-regret candidates (changes to the paper's values): a gentler term (lambda 0.1, tau 1), negatives
-# from all items, weaker reweighting (alpha_tail 0.5), a warm-up of the weight (pref_warmup_epochs)
+# from all items, weaker or no reweighting (alpha_tail 0.5, reweight False), a warm-up of the weight
+# (pref_warmup_epochs); benchmarks/tail_bonus_sweep.py adds a ranking-time tail bonus to their checkpoints
 SCREEN = (
+    {"lpo_lambda": 0.1, "lpo_tau": 1.0, "reweight": False},
     {"lpo_lambda": 0.1, "lpo_tau": 1.0, "neg_pool": "all", "alpha_tail": 0.5},
     {"lpo_lambda": 0.1, "lpo_tau": 1.0, "alpha_tail": 0.5},
     {"lpo_lambda": 0.0, "alpha_tail": 0.5},
