@@ -41,11 +41,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from recbole_lpo.data.head_tail import head_tail_split  # noqa: E402
 from recbole_lpo.inference import load_data_and_model  # noqa: E402
 from recbole_lpo.reproduce.stats import mean_std, paired_ttest, per_user_values, seed_mean  # noqa: E402
-from recbole_lpo.rescoring import ranks_under_bonuses  # noqa: E402
+from recbole_lpo.rescoring import ranks_under_bonuses, tail_share_under_bonuses  # noqa: E402
 
 SETTING_KEYS = ("lpo_lambda", "lpo_tau", "neg_count", "neg_sampler", "neg_pool", "reweight", "alpha_tail",
                 "alpha_head", "pref_warmup_epochs", "pref_weight", "beta", "gamma", "orpo_weight")
 TEST = ("hit@10", "ndcg@10", "tailhit@10", "tailndcg@10")
+SHARE = "tailitemshare@10"
 
 
 def setting_label(config):
@@ -63,7 +64,7 @@ def setting_label(config):
 def split_ranks(model, eval_data, tail_mask, bonuses, device):
     """Per target of ``eval_data``: user token, tail flag, and its rank under each bonus."""
     dataset = eval_data.dataset
-    users, tails, ranks = [], [], []
+    users, tails, ranks, shares = [], [], [], []
     n_items = dataset.item_num
     for interaction, history_index, positive_u, positive_i in eval_data:
         scores = model.full_sort_predict(interaction.to(device)).view(-1, n_items)  # [B N]
@@ -72,15 +73,17 @@ def split_ranks(model, eval_data, tail_mask, bonuses, device):
             scores[history_index] = -math.inf
         scores = scores[positive_u]  # [P N], one row per target
         ranks.append(ranks_under_bonuses(scores, positive_i, tail_mask, bonuses))  # [nb P]
+        shares.append(tail_share_under_bonuses(scores, tail_mask, bonuses, 10))  # [nb P]
         users.append(interaction[dataset.uid_field][positive_u])
         tails.append(tail_mask[positive_i])
     users = dataset.id2token(dataset.uid_field, torch.cat(users).numpy()).tolist()
-    return users, torch.cat(tails).tolist(), torch.cat(ranks, dim=1)
+    return users, torch.cat(tails).tolist(), torch.cat(ranks, dim=1), torch.cat(shares, dim=1)
 
 
-def record(users, tails, ranks):
-    """A result-like record for ``recbole_lpo.reproduce.stats`` (per-user ranks)."""
-    return {"model": "sweep", "per_user": {"user": users, "tail": tails, "rank": ranks.tolist()}}
+def record(users, tails, ranks, shares):
+    """A result-like record for ``recbole_lpo.reproduce.stats`` (per-user ranks, top-10 tail shares)."""
+    return {"model": "sweep", "per_user": {"user": users, "tail": tails, "rank": ranks.tolist(),
+                                           "tailitemshare@10": shares.tolist()}}
 
 
 def metric_mean(rec, metric):
@@ -95,16 +98,16 @@ def sweep_checkpoint(path, bonuses):
     base_bonus = getattr(model, "tail_score_bonus", 0.0)
     out = {}
     for split, data in (("valid", valid_data), ("test", test_data)):
-        users, tails, ranks = split_ranks(model, data, tail_mask, bonuses, config["device"])
+        users, tails, ranks, shares = split_ranks(model, data, tail_mask, bonuses, config["device"])
         for i, bonus in enumerate(bonuses):
-            out[(split, round(base_bonus + bonus, 6))] = record(users, tails, ranks[i])
+            out[(split, round(base_bonus + bonus, 6))] = record(users, tails, ranks[i], shares[i])
     return config, out
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+", help=".pth files written by run_recbole_lpo (seeds of settings)")
-    parser.add_argument("--bonus", nargs="+", type=float, default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0],
+    parser.add_argument("--bonus", nargs="+", type=float, default=[0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0],
                         help="extra tail score bonuses to rank with (0 is always included)")
     parser.add_argument("--baseline", default="SASRec", help="setting label of the baseline group (bonus 0)")
     parser.add_argument("--target-ratio", type=float, default=1.5, help="tail HR@10 the target asks, x baseline")
@@ -152,6 +155,7 @@ def main(argv=None):
                 row["test"][metric] = {"mean_std": mean_std([metric_mean(t, metric) for t in test]),
                                        "ratio": value / reference if reference else math.nan, "p": p,
                                        "diff": diff}
+            row["test"][SHARE] = {"mean_std": mean_std([metric_mean(t, SHARE) for t in test])}
             row["qualifies"] = row["valid_ndcg@10"][0] >= threshold
             overall_ok = all(row["test"][m]["diff"] >= 0 or not row["test"][m]["p"] < 0.05
                              for m in ("hit@10", "ndcg@10"))
@@ -164,15 +168,15 @@ def main(argv=None):
     print(f"Data set {datasets.pop()}; seeds per setting {n_seeds}; baseline {args.baseline} at bonus 0; "
           f"threshold (baseline valid NDCG@10 mean - std) {threshold:.4f}.\n")
     print("| setting | tail_score_bonus | valid NDCG@10 | valid tail NDCG@10 | "
-          + " | ".join(f"test {m} (ratio, p)" for m in TEST) + " | qualifies | target |")
-    print("|---|---|---|---|" + "---|" * len(TEST) + "---|---|")
+          + " | ".join(f"test {m} (ratio, p)" for m in TEST) + f" | test {SHARE} | qualifies | target |")
+    print("|---|---|---|---|" + "---|" * len(TEST) + "---|---|---|")
     for row in rows:
         cells = [f"{t['mean_std'][0]:.4f} ± {t['mean_std'][1]:.4f} ({t['ratio']:.2f}x, p={t['p']:.2g})"
                  for t in (row["test"][m] for m in TEST)]
         mark = " **selected**" if row is selected else ""
         print(f"| {row['setting']}{mark} | {row['tail_score_bonus']:g} | {row['valid_ndcg@10'][0]:.4f} | "
               f"{row['valid_tailndcg@10'][0]:.4f} | " + " | ".join(cells)
-              + f" | {'yes' if row['qualifies'] else 'no'} | {'met' if row['meets_target'] else '-'} |")
+              + f" | {row['test'][SHARE]['mean_std'][0]:.3f} | {'yes' if row['qualifies'] else 'no'} | {'met' if row['meets_target'] else '-'} |")
     if selected:
         print(f"\nSelected on validation: {selected['setting']} with tail_score_bonus "
               f"{selected['tail_score_bonus']:g}; target {'met' if selected['meets_target'] else 'NOT met'} on test.")

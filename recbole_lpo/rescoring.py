@@ -92,3 +92,18 @@ def ranks_under_bonuses(scores, pos_items, tail_mask, bonuses):
         target = pos_scores + bonus * pos_tail.to(scores.dtype)  # [P 1]
         ranks.append(1 + (shifted > target).sum(dim=1))
     return torch.stack(ranks)  # [len(bonuses) P]
+
+
+def tail_share_under_bonuses(scores, tail_mask, bonuses, k):
+    """Share of tail items in each row's top ``k`` under each bonus: FloatTensor [len(bonuses) P].
+
+    ``scores`` [P N] as for ``ranks_under_bonuses``; the top k is torch's
+    ``topk``, as RecBole's evaluator takes it (its mean over users is
+    TailItemShare@k).
+    """
+    tail = tail_mask.to(scores.device)
+    shares = []
+    for bonus in bonuses:
+        top = add_tail_bonus(scores, tail, bonus).topk(k, dim=1).indices  # [P k]
+        shares.append(tail[top].float().mean(dim=1))
+    return torch.stack(shares)  # [len(bonuses) P]

@@ -14,7 +14,7 @@ from recbole_lpo.data.head_tail import head_tail_split
 from recbole_lpo.errors import UserInputError
 from recbole_lpo.inference import load_data_and_model
 from recbole_lpo.quick_start import run_recbole_lpo
-from recbole_lpo.rescoring import add_tail_bonus, add_tail_bonus_to_items, ranks_under_bonuses
+from recbole_lpo.rescoring import add_tail_bonus, add_tail_bonus_to_items, ranks_under_bonuses, tail_share_under_bonuses
 
 
 def test_add_tail_bonus_by_hand():
@@ -46,6 +46,12 @@ def test_ranks_under_bonuses_match_sorting():
             assert ranks[i, row] == len(better) + 1 == order.index(int(pos[row])) + 1 - sum(
                 1 for j in order[: order.index(int(pos[row]))] if shifted[row, j] == shifted[row, pos[row]])
     assert (ranks[4][tail[pos]] <= ranks[0][tail[pos]]).all()  # a bonus never demotes a tail target
+    shares = tail_share_under_bonuses(scores, tail, bonuses, k=5)
+    for i, bonus in enumerate(bonuses):
+        for row in range(40):
+            top = sorted(range(30), key=lambda j: -float(scores[row, j] + bonus * tail[j]))[:5]
+            assert shares[i, row] == pytest.approx(sum(bool(tail[j]) for j in top) / 5)
+    assert (shares[4] >= shares[0]).all()
 
 
 @pytest.mark.parametrize("model_name", ["SASRec", "LPO4Rec"])
@@ -102,7 +108,7 @@ def test_bonus_run_inference_and_sweep_agree(workdir, tiny_config):
     assert set(by_bonus) == {("SASRec", 0.0), ("SASRec", 1.0), (trained, 1.0), (trained, 2.0)}
     for run, key in ((plain, ("SASRec", 0.0)), (boosted, (trained, 1.0))):
         test = by_bonus[key]["test"]
-        for metric in ("hit@10", "ndcg@10", "tailhit@10", "tailndcg@10"):
+        for metric in ("hit@10", "ndcg@10", "tailhit@10", "tailndcg@10", "tailitemshare@10"):
             assert test[metric]["mean_std"][0] == pytest.approx(run["test_result"][metric], abs=1e-4)
     # the JSON is never overwritten
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=workdir)
