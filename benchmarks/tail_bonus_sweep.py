@@ -42,6 +42,7 @@ from recbole_lpo.data.head_tail import head_tail_split  # noqa: E402
 from recbole_lpo.inference import load_data_and_model  # noqa: E402
 from recbole_lpo.reproduce.stats import mean_std, paired_ttest, per_user_values, seed_mean  # noqa: E402
 from recbole_lpo.rescoring import ranks_under_bonuses, tail_share_under_bonuses  # noqa: E402
+from recbole_lpo.runtime import keep_freed_memory  # noqa: E402
 
 SETTING_KEYS = ("lpo_lambda", "lpo_tau", "neg_count", "neg_sampler", "neg_pool", "reweight", "alpha_tail",
                 "alpha_head", "pref_warmup_epochs", "pref_weight", "beta", "gamma", "orpo_weight")
@@ -115,6 +116,7 @@ def main(argv=None):
     parser.add_argument("--json", help="write every row's numbers here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the command line: fewer page faults on the large score matrices
     warnings.filterwarnings("ignore", category=FutureWarning)  # RecBole's pandas idioms, once per data load
     bonuses = sorted(set([0.0] + args.bonus))
 

@@ -82,28 +82,40 @@ def ranks_under_bonuses(scores, pos_items, tail_mask, bonuses):
     [P]; ``bonuses``: floats. Returns a LongTensor [len(bonuses) P]; ties
     count in the target's favour (rank = 1 + number of strictly higher
     scores), as ``recbole_lpo.quick_start.test_ranks``.
+
+    The bonus keeps the order within head items and within tail items, so
+    each group is sorted once and every bonus costs one binary search per
+    row; comparisons are made on the same float values ``score + bonus``
+    that ``add_tail_bonus`` ranks.
     """
     tail = tail_mask.to(scores.device)
+    head_sorted = scores[:, ~tail].sort(dim=1).values  # [P Nh] ascending
+    tail_sorted = scores[:, tail].sort(dim=1).values  # [P Nt] ascending
     pos_scores = scores.gather(1, pos_items.unsqueeze(1))  # [P 1]
     pos_tail = tail[pos_items].unsqueeze(1)  # [P 1]
     ranks = []
     for bonus in bonuses:
-        shifted = add_tail_bonus(scores, tail, bonus)  # [P N]
-        target = pos_scores + bonus * pos_tail.to(scores.dtype)  # [P 1]
-        ranks.append(1 + (shifted > target).sum(dim=1))
+        target = torch.where(pos_tail, pos_scores + bonus, pos_scores)  # [P 1], as add_tail_bonus computes it
+        above_head = head_sorted.shape[1] - torch.searchsorted(head_sorted, target, right=True)  # [P 1]
+        above_tail = tail_sorted.shape[1] - torch.searchsorted(tail_sorted + bonus, target, right=True)  # [P 1]
+        ranks.append(1 + (above_head + above_tail).squeeze(1))
     return torch.stack(ranks)  # [len(bonuses) P]
 
 
 def tail_share_under_bonuses(scores, tail_mask, bonuses, k):
     """Share of tail items in each row's top ``k`` under each bonus: FloatTensor [len(bonuses) P].
 
-    ``scores`` [P N] as for ``ranks_under_bonuses``; the top k is torch's
-    ``topk``, as RecBole's evaluator takes it (its mean over users is
-    TailItemShare@k).
+    ``scores`` [P N] as for ``ranks_under_bonuses``. The top k under any bonus
+    is drawn from the top k head and the top k tail items, so only those are
+    merged per bonus (its mean over users is TailItemShare@k; ties between a
+    head and a tail score may resolve otherwise than one ``topk`` over all).
     """
     tail = tail_mask.to(scores.device)
+    top_head = scores[:, ~tail].topk(min(k, int((~tail).sum())), dim=1).values  # [P kh]
+    top_tail = scores[:, tail].topk(min(k, int(tail.sum())), dim=1).values  # [P kt]
     shares = []
     for bonus in bonuses:
-        top = add_tail_bonus(scores, tail, bonus).topk(k, dim=1).indices  # [P k]
-        shares.append(tail[top].float().mean(dim=1))
+        merged = torch.cat([top_head, top_tail + bonus], dim=1)  # [P kh+kt]
+        chosen = merged.topk(k, dim=1).indices  # [P k]
+        shares.append((chosen >= top_head.shape[1]).float().mean(dim=1))
     return torch.stack(shares)  # [len(bonuses) P]
