@@ -109,7 +109,9 @@ def test_caser_keeps_its_regularisation(workdir, tiny_config):
     expected = train_losses(plain, data)
     _, aligned, data, _ = _build("Caser", tiny_config, reg_weight=0.5, preference_loss="lpo", lpo_lambda=0.0,
                              reweight=False)
-    assert train_losses(aligned, data) == pytest.approx(expected, abs=1e-6)
+    # float32 round-off only (the objective sums w_i * CE_i, CrossEntropyLoss takes the mean): rel 1e-6;
+    # dropping the regularisation changes these losses by about 80 % (reg_weight 0 vs 0.5)
+    assert train_losses(aligned, data) == pytest.approx(expected, rel=1e-6)
 
 
 def test_two_step_recipe_from_the_cli(workdir):
