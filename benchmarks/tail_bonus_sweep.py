@@ -136,7 +136,8 @@ def main(argv=None):
 
     base = groups[args.baseline]
     base_valid = [metric_mean(runs[("valid", 0.0)], "ndcg@10") for runs in base]
-    threshold = mean_std(base_valid)[0] - mean_std(base_valid)[1]
+    base_mean, base_std = mean_std(base_valid)
+    threshold = base_mean - base_std
     base_test = {m: seed_mean([runs[("test", 0.0)] for runs in base], m) for m in TEST}
     rows = []
     for label, runs in sorted(groups.items(), key=lambda item: item[0] != args.baseline):  # baseline first
