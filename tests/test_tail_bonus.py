@@ -61,7 +61,8 @@ def test_models_rank_with_the_bonus(tiny_config, model_name):
     config, boosted, _, _ = build_model(model_name, tiny_config(tail_score_bonus=2.0))
     assert set(plain.state_dict()) == set(boosted.state_dict())
     boosted.load_state_dict(plain.state_dict())
-    plain.eval(), boosted.eval()
+    plain.eval()
+    boosted.eval()
     tail = head_tail_split(valid_data.dataset, config["tail_ratio"]).tail_mask
     assert tail.any() and (~tail[1:]).any()
     interaction = next(iter(valid_data))[0]
