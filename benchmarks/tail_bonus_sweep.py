@@ -1,7 +1,8 @@
 """Rank trained checkpoints under many tail score bonuses; select one on validation; print a table.
 
     python benchmarks/tail_bonus_sweep.py saved/SASRec-*.pth saved/LPO4Rec-*.pth \
-        --bonus 0 0.5 1 1.5 2 --json sweep.json
+        --bonus 0 0.5 1 1.5 2 --json sweep.json --save-records results/tail-bonus/records
+    python benchmarks/tail_bonus_sweep.py results/tail-bonus/records/*.bonus.json.gz
 
 ``tail_score_bonus`` (``recbole_lpo.rescoring``, beyond the paper) adds a
 constant to every tail item's score when ranking. This script scores each
@@ -10,6 +11,13 @@ RecBole's evaluator does) and ranks every target under each bonus from those
 scores, so a sweep costs one evaluation per checkpoint instead of one
 training run per bonus. The bonus is added to the one the checkpoint's run
 already used (the table shows the total).
+
+``--save-records DIR`` keeps what the table needs of each checkpoint, so a
+later sweep pools seeds without the checkpoints (which stay in ``saved/``):
+``DIR/<checkpoint name>.bonus.json.gz`` holds the setting, data set and seed
+and, per split and bonus, each target user's rank (ranks past 10 stored as
+11: HR@10 and NDCG@10 stay exact) and top-10 tail share. Inputs may be
+checkpoints (``.pth``) or such records, mixed.
 
 Checkpoints are grouped by setting (model and objective keys; seeds pooled);
 the baseline is the group of ``--baseline`` (default SASRec) at bonus 0.
@@ -27,6 +35,7 @@ set selects its epoch with it.
 """
 
 import argparse
+import gzip
 import json
 import math
 import os
@@ -39,6 +48,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from recbole_lpo.data.head_tail import head_tail_split  # noqa: E402
+from recbole_lpo.errors import UserInputError, run_cli  # noqa: E402
 from recbole_lpo.inference import load_data_and_model  # noqa: E402
 from recbole_lpo.reproduce.stats import mean_std, paired_ttest, per_user_values, seed_mean  # noqa: E402
 from recbole_lpo.rescoring import ranks_under_bonuses, tail_share_under_bonuses  # noqa: E402
@@ -93,7 +103,7 @@ def metric_mean(rec, metric):
 
 
 def sweep_checkpoint(path, bonuses):
-    """{(split, bonus): record} and the run's config for one checkpoint."""
+    """The run's setting label, data set and seed, and {(split, bonus): record} for one checkpoint."""
     config, model, _dataset, train_data, valid_data, test_data = load_data_and_model(path)
     tail_mask = head_tail_split(train_data._dataset, config["tail_ratio"]).tail_mask
     base_bonus = getattr(model, "tail_score_bonus", 0.0)
@@ -102,19 +112,67 @@ def sweep_checkpoint(path, bonuses):
         users, tails, ranks, shares = split_ranks(model, data, tail_mask, bonuses, config["device"])
         for i, bonus in enumerate(bonuses):
             out[(split, round(base_bonus + bonus, 6))] = record(users, tails, ranks[i], shares[i])
-    return config, out
+    info = {"setting": setting_label(config), "dataset": config["dataset"], "seed": config["seed"]}
+    return info, out
+
+
+RECORDS_FORMAT = "recbole_lpo tail-bonus records v1"
+RECORDS_SUFFIX = ".bonus.json.gz"
+RANK_CAP = 11  # ranks past 10 only ever count as a miss at 10
+
+
+def save_records(folder, checkpoint, info, out):
+    """Write one checkpoint's records to ``folder/<checkpoint name>.bonus.json.gz``; never overwrite."""
+    splits = {}
+    for (split, bonus), rec in sorted(out.items()):
+        per_user = rec["per_user"]
+        entry = splits.setdefault(split, {"user": per_user["user"], "tail": per_user["tail"], "bonus": [],
+                                          "rank": [], SHARE: []})
+        entry["bonus"].append(bonus)
+        entry["rank"].append([min(r, RANK_CAP) for r in per_user["rank"]])
+        entry[SHARE].append(per_user[SHARE])
+    path = Path(folder) / (Path(checkpoint).name.removesuffix(".pth") + RECORDS_SUFFIX)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "xt", encoding="utf-8") as f:  # mode x: never overwrite
+        json.dump({"format": RECORDS_FORMAT, "checkpoint": Path(checkpoint).name, **info, "splits": splits}, f)
+    return path
+
+
+def load_records(path):
+    """(info, {(split, bonus): record}) from a file ``save_records`` wrote."""
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        data = json.load(f)
+    if data.get("format") != RECORDS_FORMAT:
+        raise UserInputError(f"{path}: not a tail-bonus records file of this script")
+    out = {}
+    for split, entry in data["splits"].items():
+        for bonus, ranks, shares in zip(entry["bonus"], entry["rank"], entry[SHARE]):
+            out[(split, bonus)] = record(entry["user"], entry["tail"], torch.tensor(ranks), torch.tensor(shares))
+    return {k: data[k] for k in ("setting", "dataset", "seed")}, out
+
+
+def sweep_input(path, bonuses):
+    """A checkpoint is scored; a records file is read (the bonuses it holds)."""
+    return load_records(path) if str(path).endswith(RECORDS_SUFFIX) else sweep_checkpoint(path, bonuses)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoints", nargs="+", help=".pth files written by run_recbole_lpo (seeds of settings)")
+    parser.add_argument("checkpoints", nargs="+",
+                        help=f".pth files written by run_recbole_lpo (seeds of settings), or *{RECORDS_SUFFIX} records")
     parser.add_argument("--bonus", nargs="+", type=float, default=[0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0],
                         help="extra tail score bonuses to rank with (0 is always included)")
     parser.add_argument("--baseline", default="SASRec", help="setting label of the baseline group (bonus 0)")
     parser.add_argument("--target-ratio", type=float, default=1.5, help="tail HR@10 the target asks, x baseline")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json", help="write every row's numbers here")
+    parser.add_argument("--json", help="write every row's numbers here (a new file)")
+    parser.add_argument("--save-records", metavar="DIR", help=f"write each checkpoint's *{RECORDS_SUFFIX} here")
     args = parser.parse_args(argv)
+    if args.json and os.path.exists(args.json):
+        parser.error(f"{args.json} exists; a saved sweep is never overwritten")
+    for path in args.checkpoints:
+        if not os.path.isfile(path):
+            parser.error(f"no such checkpoint or records file: {path}")
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as the command line: fewer page faults on the large score matrices
     warnings.filterwarnings("ignore", category=FutureWarning)  # RecBole's pandas idioms, once per data load
@@ -123,12 +181,14 @@ def main(argv=None):
     groups = defaultdict(list)  # setting -> [per checkpoint {(split, bonus): record}]
     datasets, seeds = set(), defaultdict(list)
     for path in args.checkpoints:
-        config, records = sweep_checkpoint(path, bonuses)
-        label = setting_label(config)
+        info, records = sweep_input(path, bonuses)
+        label = info["setting"]
         groups[label].append(records)
-        seeds[label].append(config["seed"])
-        datasets.add(config["dataset"])
-        print(f"scored {os.path.basename(path)}: {label}, seed {config['seed']}", file=sys.stderr)
+        seeds[label].append(info["seed"])
+        datasets.add(info["dataset"])
+        print(f"scored {os.path.basename(path)}: {label}, seed {info['seed']}", file=sys.stderr)
+        if args.save_records and path.endswith(".pth"):
+            print(f"  records: {save_records(args.save_records, path, info, records)}", file=sys.stderr)
     if len(datasets) != 1:
         parser.error(f"checkpoints of one data set please, got {sorted(datasets)}")
     if args.baseline not in groups:
@@ -193,4 +253,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

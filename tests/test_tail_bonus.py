@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,8 +112,49 @@ def test_bonus_run_inference_and_sweep_agree(workdir, tiny_config):
         test = by_bonus[key]["test"]
         for metric in ("hit@10", "ndcg@10", "tailhit@10", "tailndcg@10", "tailitemshare@10"):
             assert test[metric]["mean_std"][0] == pytest.approx(run["test_result"][metric], abs=1e-4)
-    # the JSON is never overwritten
+    # the JSON is never overwritten: one error line
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=workdir)
+    assert again.returncode == 2 and "sweep.json exists" in again.stderr and "Traceback" not in again.stderr
+
+
+def _leaves(tree, path=""):
+    """[(path, leaf)] of nested dicts and lists, in order."""
+    if isinstance(tree, dict):
+        return [leaf for key in tree for leaf in _leaves(tree[key], f"{path}/{key}")]
+    if isinstance(tree, list):
+        return [leaf for i, item in enumerate(tree) for leaf in _leaves(item, f"{path}/{i}")]
+    return [(path, tree)]
+
+
+def test_sweep_records_reproduce_the_sweep(workdir, tiny_config):
+    """--save-records keeps per checkpoint what the table needs: a sweep of the records (no
+    checkpoint) gives the same rows as the sweep of the checkpoints; records are never overwritten."""
+    runs = [run_recbole_lpo("SASRec", "tiny", [TINY_YAML], tiny_config(epochs=2, seed=seed), saved=True)
+            for seed in (1, 2)]
+    script = [sys.executable, str(ROOT / "benchmarks" / "tail_bonus_sweep.py")]
+    checkpoints = [r["checkpoint"] for r in runs]
+    first = subprocess.run(script + checkpoints + ["--bonus", "0.5", "2", "--json", "a.json",
+                                                   "--save-records", "records"],
+                           capture_output=True, text=True, timeout=300, cwd=workdir)
+    assert first.returncode == 0, first.stderr
+    records = sorted((workdir / "records").glob("*.bonus.json.gz"))
+    assert [r.name.removesuffix(".bonus.json.gz") for r in records] == sorted(
+        Path(c).name.removesuffix(".pth") for c in checkpoints)
+    saved = json.loads(gzip.decompress(records[0].read_bytes()))
+    assert saved["setting"] == "SASRec" and saved["splits"]["test"]["bonus"] == [0.0, 0.5, 2.0]
+    assert max(max(r) for r in saved["splits"]["test"]["rank"]) <= 11  # ranks past 10 stored as 11
+    second = subprocess.run(script + [str(r) for r in records] + ["--json", "b.json"],
+                            capture_output=True, text=True, timeout=300, cwd=workdir)
+    assert second.returncode == 0, second.stderr
+    rows_a = json.loads((workdir / "a.json").read_text())["rows"]
+    rows_b = json.loads((workdir / "b.json").read_text())["rows"]
+    assert len(rows_a) == 3
+    flat_a, flat_b = _leaves(rows_a), _leaves(rows_b)
+    assert [k for k, _ in flat_b] == [k for k, _ in flat_a]
+    for (key, a), (_, b) in zip(flat_a, flat_b):  # sums over users run in set order: last bits differ
+        assert b == (pytest.approx(a, rel=1e-12, nan_ok=True) if isinstance(a, float) else a), key
+    again = subprocess.run(script + checkpoints[:1] + ["--save-records", "records"],
+                           capture_output=True, text=True, timeout=300, cwd=workdir)
     assert again.returncode != 0 and "FileExistsError" in again.stderr
 
 
