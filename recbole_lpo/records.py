@@ -1,19 +1,24 @@
 """Run records: the result JSON of a run, and the file names that never overwrite.
 
 Public: the command line, the grid (``recbole_lpo.reproduce``) and the tuner
-(``recbole_lpo.hyper_tuning``) write through here, and any script may.
-Imports nothing of the plugin but its paths.
+(``recbole_lpo.hyper_tuning``) write through here, and any script may;
+``read_result`` reads one back (``.json`` or gzipped ``.json.gz``).
+Imports nothing of the plugin but its paths and error type.
 """
 
 import datetime
+import gzip
+import hashlib
 import json
 import os
 import platform
 import secrets
 import subprocess
+from pathlib import Path
 
 import torch
 
+from recbole_lpo.errors import UserInputError
 from recbole_lpo.paths import PROJECT_ROOT
 
 
@@ -39,6 +44,48 @@ def git_commit():
     if out.returncode != 0:
         return None
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+# the modules every model's results depend on; a model's own module is added by model_code_paths
+SHARED_CODE = ["recbole_lpo/__init__.py", "recbole_lpo/compat.py", "recbole_lpo/config.py",
+               "recbole_lpo/checks.py", "recbole_lpo/checkpoint.py", "recbole_lpo/inference.py",
+               "recbole_lpo/utils.py", "recbole_lpo/losses.py", "recbole_lpo/sampling.py",
+               "recbole_lpo/objective.py", "recbole_lpo/rescoring.py", "recbole_lpo/trainer.py",
+               "recbole_lpo/quick_start.py", "recbole_lpo/data", "recbole_lpo/evaluation",
+               "recbole_lpo/model/backbone.py", "recbole_lpo/model/sequential_recommender/preference.py"]
+
+
+def model_code_paths(model):
+    own = Path("recbole_lpo/model/sequential_recommender") / f"{model.lower()}.py"
+    return SHARED_CODE + ([str(own)] if (Path(PROJECT_ROOT) / own).is_file() else [])
+
+
+def _git(*args):
+    try:
+        out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def code_version(model, commit=None):
+    """The version of the code ``model``'s results depend on: the last commit touching it.
+
+    Without ``commit``: as checked out, plus ``+<hash>`` of uncommitted changes
+    to that code. With ``commit`` (a run's ``git_commit``): the last such
+    commit at or before it; None when it is unknown or was dirty (its
+    uncommitted changes are lost).
+    """
+    paths = model_code_paths(model)
+    if commit is not None:
+        if commit.endswith("-dirty"):
+            return None
+        return (_git("log", "-1", "--format=%H", commit, "--", *paths) or "").strip() or None
+    version = (_git("log", "-1", "--format=%H", "--", *paths) or "").strip() or "no-git"
+    diff = _git("diff", "HEAD", "--", *paths)
+    if diff:
+        version += "+" + hashlib.sha256(diff.encode()).hexdigest()[:12]
+    return version
 
 
 def jsonable(value):
@@ -117,7 +164,8 @@ def unused_path(path):
 def write_result(config, split, result, ranks, checkpoint):
     """Write the run's result JSON and return its path.
 
-    Holds the resolved config, seed, git commit, machine and device, the
+    Holds the resolved config, seed, git commit and the model's code version
+    (``code_version``, what the grid's cache keys read), machine and device, the
     tail-set hash, overall and tail metrics (valid and test), the share of
     test users with a tail target, and per-user ranks of the test item.
     """
@@ -130,6 +178,7 @@ def write_result(config, split, result, ranks, checkpoint):
         "dataset": config["dataset"],
         "seed": config["seed"],
         "git_commit": git_commit(),
+        "code_version": code_version(config["model"]),
         "machine": machine_info(config),
         "finished": datetime.datetime.now().isoformat(timespec="seconds"),
         "tail_ratio": split.tail_ratio,
@@ -153,3 +202,16 @@ def write_result(config, split, result, ranks, checkpoint):
         json.dump(record, f)
     os.replace(tmp, path)
     return path
+
+
+def read_result(path):
+    """A result JSON ``write_result`` wrote (``.json``, or gzipped ``.json.gz``)."""
+    try:
+        with (gzip.open(path, "rt", encoding="utf-8") if str(path).endswith(".gz")
+              else open(path, encoding="utf-8")) as f:
+            record = json.load(f)
+    except (OSError, ValueError, EOFError) as error:
+        raise UserInputError(f"cannot read the result JSON {path}: {error}") from None
+    if not isinstance(record, dict) or not {"model", "dataset", "seed", "config", "test_result"} <= set(record):
+        raise UserInputError(f"{path} is not a run's result JSON (no model, dataset, seed, config, test_result)")
+    return record

@@ -1,5 +1,6 @@
 """The reproduction grid (recbole_lpo.reproduce) on the tiny fixture: two models, one seed, one epoch."""
 
+import gzip
 import json
 import math
 import os
@@ -12,6 +13,7 @@ from scipy import stats
 
 from conftest import FIXTURES, ROOT, TINY_YAML
 from recbole_lpo.errors import UserInputError
+from recbole_lpo.records import code_version
 from recbole_lpo.reproduce import catalogue
 from recbole_lpo.reproduce.stats import paired_ttest, per_user_values, select_default
 
@@ -103,6 +105,46 @@ def test_tables_refuse_mixed_tail_sets(finished_grid, tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("error: results on tiny use different tail sets")
     assert not (copy / "out").exists() or not list((copy / "out").glob("*.md"))
+
+
+def test_adopt_adds_runs_trained_outside_the_grid(finished_grid, tmp_path):
+    """--adopt puts a result JSON (here a gzipped copy of the grid's own SASRec run) into an empty
+    cache under the planned run's key; never twice; a run with other settings is refused with the
+    key that differs; a file that is not a result is one error line."""
+    workdir, _ = finished_grid
+    key, record = next((k, r) for k, r in cached_records(workdir).items()
+                       if r["reproduce"]["label"] == "SASRec" and r["config"]["learning_rate"] != 0.01)
+    del record["reproduce"]
+    (tmp_path / "runs").mkdir()
+    kept = tmp_path / "runs" / "SASRec-tiny.json.gz"
+    kept.write_bytes(gzip.compress(json.dumps(record).encode()))
+    other = tmp_path / "runs" / "SASRec-tiny-lr.json"
+    other.write_text(json.dumps(dict(record, config=dict(record["config"], learning_rate=0.5))))
+
+    out = run_grid(tmp_path, "--tables-only", "--adopt", str(kept), str(other), labels=["SASRec"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"adopted SASRec-tiny.json.gz as SASRec / tiny / seed 2020 (key {key})" in out.stdout
+    assert ("not adopted SASRec-tiny-lr.json: its settings differ from the nearest planned run 'SASRec': "
+            f"learning_rate=0.5 (grid: {record['config']['learning_rate']!r})") in out.stdout
+    (adopted,) = cached_records(tmp_path).values()
+    assert adopted["reproduce"]["key"] == key and adopted["test_result"] == record["test_result"]
+    assert "| SASRec |" in (tmp_path / "out" / "tiny-fast.md").read_text()
+    again = run_grid(tmp_path, "--tables-only", "--adopt", str(kept), labels=["SASRec"])
+    assert "already cached SASRec / tiny / seed 2020: SASRec-tiny.json.gz not adopted" in again.stdout
+
+    (tmp_path / "notes.json").write_text("[1, 2]")
+    bad = run_grid(tmp_path, "--tables-only", "--adopt", str(tmp_path / "notes.json"), labels=["SASRec"])
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        f"error: {tmp_path / 'notes.json'} is not a run's result JSON (no model, dataset, seed, config, test_result)")
+
+
+def test_code_version_of_a_past_commit():
+    """A run's code version from its git commit: the last commit touching the model's code at or
+    before it; unknown for a dirty or unknown commit."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert code_version("SASRec", head) == code_version("SASRec").split("+")[0]
+    assert code_version("SASRec", head + "-dirty") is None
+    assert code_version("SASRec", "0" * 40) is None
 
 
 def test_paired_ttest_matches_scipy_over_users():

@@ -2,9 +2,12 @@
 
     python -m recbole_lpo.reproduce --datasets amazon-beauty --profile fast --jobs 2
     python -m recbole_lpo.reproduce --groups table --seeds 2020 --tables-only
+    python -m recbole_lpo.reproduce --profile cpu --labels SASRec --adopt results/runs/*.json.gz --tables-only
 
 Trains the grid (models x data sets x seeds, see ``catalogue.py``) that is not
-cached yet, then writes under ``--out`` (default ``results/``):
+cached yet (``--adopt``: first add runs trained elsewhere with the same
+config and code, e.g. the result JSONs kept in ``results/``), then writes
+under ``--out`` (default ``results/``):
 ``<dataset>-<profile>.md`` (Table I, ablations, tuning and selection, p-values),
 ``<dataset>-<profile>-*.png`` (sensitivity, frontier, tail-probability
 histogram) and ``efficiency.png`` when ``--epoch-cost`` JSON is given.
@@ -17,7 +20,7 @@ from recbole_lpo.errors import run_cli
 from recbole_lpo.reproduce.cache import RunCache
 from recbole_lpo.reproduce.catalogue import DATASETS, DEFAULT_GROUPS, GROUPS, SEEDS, plan
 from recbole_lpo.reproduce.report import write_reports
-from recbole_lpo.reproduce.runner import execute, resolve
+from recbole_lpo.reproduce.runner import adopt, execute, resolve
 from recbole_lpo.utils import parse_overrides
 
 
@@ -37,6 +40,9 @@ def build_parser():
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--cache", default="saved/reproduce", help="cache of finished runs and checkpoints")
     parser.add_argument("--out", default="results", help="folder of the tables and plots")
+    parser.add_argument("--adopt", nargs="+", default=[], metavar="RESULT_JSON",
+                        help="runs trained outside the grid (result JSONs, .json or .json.gz) to add to the cache "
+                             "where a planned run has the same resolved config and code version")
     parser.add_argument("--tables-only", action="store_true", help="train nothing; tables from cached runs")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their cache state")
     parser.add_argument("--epoch-cost", help="JSON of benchmarks/epoch_cost.py --json: efficiency bar chart")
@@ -48,6 +54,8 @@ def main(argv=None):
     user_overrides = parse_overrides(args.set)
     runs = plan(args.datasets, args.groups, args.seeds, args.profile, args.labels)
     resolved = resolve(runs, user_overrides, args.config_files)
+    if args.adopt:
+        adopt(args.adopt, resolved, args.cache, log=lambda msg: print(msg, flush=True))
     if args.dry_run:
         cache = RunCache(args.cache)
         for item in resolved:

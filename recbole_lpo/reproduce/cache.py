@@ -12,41 +12,13 @@ module re-runs everything; editing tables, plots or tests re-runs nothing.
 import hashlib
 import json
 import os
-import subprocess
 from pathlib import Path
 
 from recbole_lpo.checkpoint import RESULT_NEUTRAL_KEYS
-from recbole_lpo.paths import PROJECT_ROOT
 from recbole_lpo.records import jsonable
 
 # config keys that cannot change a result
 VOLATILE_KEYS = RESULT_NEUTRAL_KEYS
-SHARED_CODE = ["recbole_lpo/__init__.py", "recbole_lpo/compat.py", "recbole_lpo/config.py",
-               "recbole_lpo/checks.py", "recbole_lpo/checkpoint.py",
-               "recbole_lpo/utils.py", "recbole_lpo/losses.py", "recbole_lpo/sampling.py",
-               "recbole_lpo/objective.py", "recbole_lpo/trainer.py", "recbole_lpo/quick_start.py",
-               "recbole_lpo/data", "recbole_lpo/evaluation",
-               "recbole_lpo/model/sequential_recommender/preference.py"]
-
-
-def model_code_paths(model):
-    own = Path("recbole_lpo/model/sequential_recommender") / f"{model.lower()}.py"
-    return SHARED_CODE + ([str(own)] if (Path(PROJECT_ROOT) / own).is_file() else [])
-
-
-def _git(*args):
-    out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30)
-    return out.stdout if out.returncode == 0 else None
-
-
-def code_version(model):
-    """Last commit touching the model's code, ``+<hash>`` of uncommitted changes to it."""
-    paths = model_code_paths(model)
-    commit = (_git("log", "-1", "--format=%H", "--", *paths) or "").strip() or "no-git"
-    diff = _git("diff", "HEAD", "--", *paths)
-    if diff:
-        commit += "+" + hashlib.sha256(diff.encode()).hexdigest()[:12]
-    return commit
 
 
 def config_fingerprint(final_config_dict):

@@ -19,7 +19,8 @@ from logging import getLogger
 
 from recbole_lpo.config import Config
 from recbole_lpo.errors import UserInputError
-from recbole_lpo.reproduce.cache import RunCache, code_version, config_fingerprint, run_key
+from recbole_lpo.records import code_version, read_result
+from recbole_lpo.reproduce.cache import RunCache, config_fingerprint, run_key
 from recbole_lpo.reproduce.catalogue import load_profile
 from recbole_lpo.runtime import MALLOC_ENV  # the workers keep freed memory (runtime.py)
 
@@ -32,6 +33,7 @@ class Resolved:
     config_dict: dict  # what the worker trains with (dependencies' checkpoints still as run keys)
     config_files: list
     code: str  # code_version of the model when the key was made
+    fingerprint: dict  # the config part of the key
 
 
 def base_overrides(run, user_overrides):
@@ -56,9 +58,70 @@ def resolve(runs, user_overrides=None, config_files=None):
         config = Config(model=exp.model, dataset=run.dataset, config_file_list=config_files,
                         config_dict=config_dict)
         code = code_version(exp.model)
-        keys[run] = run_key(config_fingerprint(config.final_config_dict), code)
-        resolved.append(Resolved(run, keys[run], config_dict, list(config_files or []), code))
+        fingerprint = config_fingerprint(config.final_config_dict)
+        keys[run] = run_key(fingerprint, code)
+        resolved.append(Resolved(run, keys[run], config_dict, list(config_files or []), code, fingerprint))
     return resolved
+
+
+def adopt(paths, resolved, cache_root, log=print):
+    """Put runs trained outside the grid into its cache; returns how many were added.
+
+    ``paths``: result JSONs of ``run_recbole_lpo`` (the command line,
+    ``benchmarks/head_to_head.py``; ``.json`` or ``.json.gz``). A run is
+    adopted under the key of the planned run with the same resolved config
+    and code version, i.e. the run the grid would have trained; any other is
+    logged with the reason and left out. A run that loads another run's
+    checkpoint (DPO's reference, CITIES's base) is never adopted: its key
+    names that run, not a path.
+    """
+    cache = RunCache(cache_root)
+    by_key = {item.key: item for item in resolved}
+    adopted = 0
+    for path in paths:
+        record = read_result(path)
+        code = record.get("code_version") or code_version(record["model"], record.get("git_commit"))
+        fingerprint = json.loads(json.dumps(config_fingerprint(record["config"]), default=str))
+        item = by_key.get(run_key(fingerprint, code))
+        name = os.path.basename(path)
+        if item is None:
+            log(f"not adopted {name}: {_why_not_planned(record, fingerprint, code, resolved)}")
+            continue
+        where = f"{item.run.label} / {item.run.dataset} / seed {item.run.seed}"
+        if cache.get(item.key) is not None:
+            log(f"already cached {where}: {name} not adopted")
+            continue
+        cache.put(item.key, dict(record, reproduce=_spec(item), adopted_from=name))
+        adopted += 1
+        log(f"adopted {name} as {where} (key {item.key})")
+    return adopted
+
+
+def _why_not_planned(record, fingerprint, code, resolved):
+    """Why a result JSON matches no planned run, in one line."""
+    if code is None:
+        return "its code version is unknown (trained with uncommitted changes, or outside this repository)"
+    same = [item for item in resolved if item.run.experiment.model == record["model"]
+            and item.run.dataset == record["dataset"] and item.run.seed == record["seed"]]
+    if not same:
+        return (f"no planned run of {record['model']} on {record['dataset']} with seed {record['seed']} "
+                "(see --datasets, --groups, --labels, --seeds, --profile)")
+    planned = [(item, json.loads(json.dumps(item.fingerprint, default=str))) for item in same]
+    if any(fp == fingerprint for _, fp in planned):
+        item = next(item for item, fp in planned if fp == fingerprint)
+        return f"trained with other code ({code[:12]}; the grid runs {item.code[:12]})"
+    item, fp = min(planned, key=lambda pair: sum(pair[1].get(k) != fingerprint.get(k)
+                                                  for k in set(pair[1]) | set(fingerprint)))
+    diff = sorted(k for k in set(fp) | set(fingerprint) if fp.get(k) != fingerprint.get(k))
+    shown = ", ".join(f"{k}={fingerprint.get(k)!r} (grid: {fp.get(k)!r})" for k in diff[:4])
+    return f"its settings differ from the nearest planned run '{item.run.label}': {shown}" + (
+        f" and {len(diff) - 4} more" if len(diff) > 4 else "")
+
+
+def _spec(item):
+    """What the cache records of the grid run a record stands for."""
+    return {"label": item.run.label, "dataset": item.run.dataset, "seed": item.run.seed,
+            "profile": item.run.profile, "config_dict": item.config_dict, "key": item.key}
 
 
 def execute(resolved, cache_root, jobs=1, threads=1, log=print, poll=1.0):
@@ -162,9 +225,7 @@ def _start(item, cache, threads):
                         "result_dir": str(cache.root / "incoming" / item.key)})
     payload = {"model": item.run.experiment.model, "dataset": item.run.dataset, "config_dict": config_dict,
                "config_files": item.config_files, "key": item.key, "cache_root": str(cache.root),
-               "threads": threads, "spec": {"label": item.run.label, "dataset": item.run.dataset,
-                                            "seed": item.run.seed, "profile": item.run.profile,
-                                            "config_dict": item.config_dict}}
+               "threads": threads, "spec": _spec(item)}
     (cache.root / "logs").mkdir(parents=True, exist_ok=True)
     log_file = open(cache.root / "logs" / f"{item.key}.log", "w")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), **MALLOC_ENV)

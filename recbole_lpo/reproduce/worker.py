@@ -21,7 +21,7 @@ def main(payload):
                              config_dict=payload["config_dict"], saved=True)
     with open(result["result_file"], encoding="utf-8") as f:
         record = json.load(f)
-    record["reproduce"] = dict(payload["spec"], key=payload["key"])
+    record["reproduce"] = payload["spec"]
     cache = RunCache(payload["cache_root"])
     cache.put(payload["key"], record)
     shutil.rmtree(os.path.dirname(result["result_file"]), ignore_errors=True)
