@@ -155,7 +155,7 @@ def test_sweep_records_reproduce_the_sweep(workdir, tiny_config):
         assert b == (pytest.approx(a, rel=1e-12, nan_ok=True) if isinstance(a, float) else a), key
     again = subprocess.run(script + checkpoints[:1] + ["--save-records", "records"],
                            capture_output=True, text=True, timeout=300, cwd=workdir)
-    assert again.returncode != 0 and "FileExistsError" in again.stderr
+    assert again.returncode == 2 and "exists; saved records are never overwritten" in again.stderr
 
 
 def test_cli_records_the_bonus(workdir):

@@ -1,0 +1,206 @@
+"""Tail score bonuses swept post hoc over trained checkpoints (beyond the paper).
+
+``tail_score_bonus`` (``recbole_lpo.rescoring``) adds a constant to every tail
+item's score when ranking. Here a checkpoint's valid and test users are
+scored ONCE (full sort, history masked as RecBole's evaluator does) and each
+target is ranked under many bonuses from those scores, so a sweep costs one
+evaluation per checkpoint instead of one training run per bonus. The bonus
+is added to the one the checkpoint's run already used (rows show the total).
+
+- ``score_checkpoint``: a checkpoint's setting, data set and seed, and per
+  (split, bonus) a result-like record of per-user ranks and top-10 tail
+  shares (``recbole_lpo.reproduce.stats`` reads it);
+- ``save_records`` / ``load_records``: what the table needs of one
+  checkpoint, as ``<name>.bonus.json.gz`` (ranks past 10 stored as 11:
+  HR@10 and NDCG@10 stay exact), so seeds pool without their checkpoints;
+- ``sweep_table``: per (setting, bonus), over seeds, the valid scores the
+  selection rule reads, test HR/NDCG@10 overall and on tail-target users
+  with the ratio to the baseline (its bonus-0 row) and the two-sided paired
+  t-test over test users of the per-user values averaged over seeds, the
+  row the selection rule picks (highest valid tail NDCG@10 among rows whose
+  valid NDCG@10 is at least the baseline's mean minus one std) and the
+  no-regret target (test HR and NDCG@10 not significantly below the
+  baseline, p >= 0.05 or a higher mean; tail HR@10 at least ``target_ratio``
+  times the baseline's); ``markdown_lines`` prints it.
+
+Post-hoc caveat: each checkpoint is the epoch early stopping chose WITHOUT the
+extra bonus; a run trained with the bonus set selects its epoch with it.
+"""
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from recbole_lpo.data.head_tail import head_tail_split
+from recbole_lpo.errors import UserInputError
+from recbole_lpo.inference import load_data_and_model
+from recbole_lpo.reproduce.stats import mean_std, paired_ttest, per_user_values, seed_mean
+from recbole_lpo.rescoring import ranks_under_bonuses, tail_share_under_bonuses
+
+BONUSES = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)  # the grid's; 0 is always added
+SETTING_KEYS = ("lpo_lambda", "lpo_tau", "neg_count", "neg_sampler", "neg_pool", "reweight", "alpha_tail",
+                "alpha_head", "pref_warmup_epochs", "pref_weight", "beta", "gamma", "orpo_weight")
+TEST = ("hit@10", "ndcg@10", "tailhit@10", "tailndcg@10")
+SHARE = "tailitemshare@10"
+RECORDS_FORMAT = "recbole_lpo tail-bonus records v1"
+RECORDS_SUFFIX = ".bonus.json.gz"
+RANK_CAP = 11  # ranks past 10 only ever count as a miss at 10
+
+
+def setting_label(config):
+    """The checkpoint's model and objective keys, and the bonus it was trained with (seed left out)."""
+    label = config["model"]
+    if config["preference_loss"]:
+        keys = [k for k in SETTING_KEYS if k in config and config[k] is not None]
+        label += " " + " ".join(f"{k}={config[k]}" for k in keys)
+    if config["tail_score_bonus"]:
+        label += f" (trained with tail_score_bonus={config['tail_score_bonus']:g})"
+    return label
+
+
+@torch.no_grad()
+def split_ranks(model, eval_data, tail_mask, bonuses, device):
+    """Per target of ``eval_data``: user token, tail flag, and its rank and top-10 tail share under each bonus."""
+    dataset = eval_data.dataset
+    users, tails, ranks, shares = [], [], [], []
+    n_items = dataset.item_num
+    for interaction, history_index, positive_u, positive_i in eval_data:
+        scores = model.full_sort_predict(interaction.to(device)).view(-1, n_items)  # [B N]
+        scores[:, 0] = -math.inf
+        if history_index is not None:
+            scores[history_index] = -math.inf
+        scores = scores[positive_u]  # [P N], one row per target
+        ranks.append(ranks_under_bonuses(scores, positive_i, tail_mask, bonuses))  # [nb P]
+        shares.append(tail_share_under_bonuses(scores, tail_mask, bonuses, 10))  # [nb P]
+        users.append(interaction[dataset.uid_field][positive_u])
+        tails.append(tail_mask[positive_i])
+    users = dataset.id2token(dataset.uid_field, torch.cat(users).numpy()).tolist()
+    return users, torch.cat(tails).tolist(), torch.cat(ranks, dim=1), torch.cat(shares, dim=1)
+
+
+def record(users, tails, ranks, shares):
+    """A result-like record for ``recbole_lpo.reproduce.stats`` (per-user ranks, top-10 tail shares)."""
+    return {"model": "sweep", "per_user": {"user": users, "tail": tails, "rank": list(ranks), SHARE: list(shares)}}
+
+
+def score_checkpoint(path, bonuses=BONUSES):
+    """``(info, ranked)``: the run's setting label, data set and seed, and {(split, bonus): record}."""
+    bonuses = sorted({0.0, *map(float, bonuses)})
+    config, model, _dataset, train_data, valid_data, test_data = load_data_and_model(path)
+    tail_mask = head_tail_split(train_data._dataset, config["tail_ratio"]).tail_mask
+    base_bonus = getattr(model, "tail_score_bonus", 0.0)
+    ranked = {}
+    for split, data in (("valid", valid_data), ("test", test_data)):
+        users, tails, ranks, shares = split_ranks(model, data, tail_mask, bonuses, config["device"])
+        for i, bonus in enumerate(bonuses):
+            ranked[(split, round(base_bonus + bonus, 6))] = record(users, tails, ranks[i].tolist(),
+                                                                   shares[i].tolist())
+    info = {"setting": setting_label(config), "dataset": config["dataset"], "seed": config["seed"],
+            "checkpoint": Path(path).name}
+    return info, ranked
+
+
+def save_records(path, info, ranked):
+    """Write one checkpoint's ``(info, ranked)`` to ``path`` (a new file: never overwritten)."""
+    splits = {}
+    for (split, bonus), rec in sorted(ranked.items()):
+        per_user = rec["per_user"]
+        entry = splits.setdefault(split, {"user": per_user["user"], "tail": per_user["tail"], "bonus": [],
+                                          "rank": [], SHARE: []})
+        entry["bonus"].append(bonus)
+        entry["rank"].append([min(r, RANK_CAP) for r in per_user["rank"]])
+        entry[SHARE].append(per_user[SHARE])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "xt", encoding="utf-8") as f:  # mode x: never overwrite
+        json.dump({"format": RECORDS_FORMAT, **info, "splits": splits}, f)
+    return path
+
+
+def load_records(path):
+    """``(info, ranked)`` from a file ``save_records`` wrote."""
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError, EOFError) as error:
+        raise UserInputError(f"cannot read the tail-bonus records {path}: {error}") from None
+    if not isinstance(data, dict) or data.get("format") != RECORDS_FORMAT:
+        raise UserInputError(f"{path} is not a tail-bonus records file ({RECORDS_FORMAT})")
+    ranked = {}
+    for split, entry in data["splits"].items():
+        for bonus, ranks, shares in zip(entry["bonus"], entry["rank"], entry[SHARE]):
+            ranked[(split, bonus)] = record(entry["user"], entry["tail"], ranks, shares)
+    return {k: data.get(k) for k in ("setting", "dataset", "seed", "checkpoint")}, ranked
+
+
+def metric_mean(rec, metric):
+    values = per_user_values(rec, metric)
+    return sum(values.values()) / len(values) if values else math.nan
+
+
+def sweep_table(groups, baseline, target_ratio=1.5, seeds=None):
+    """Rows of (setting, bonus) over seeds, the validation threshold and the selected row.
+
+    ``groups``: {setting: [ranked per seed]} (``score_checkpoint``'s second
+    value); ``seeds``: {setting: [seed per run]}, recorded in the rows. Returns ``(rows, threshold, selected)``;
+    ``selected`` is None when no row reaches the threshold.
+    """
+    if baseline not in groups:
+        raise UserInputError(f"no run of the baseline '{baseline}'; settings: {sorted(groups)}")
+    base = groups[baseline]
+    base_mean, base_std = mean_std([metric_mean(runs[("valid", 0.0)], "ndcg@10") for runs in base])
+    threshold = base_mean - base_std
+    base_test = {m: seed_mean([runs[("test", 0.0)] for runs in base], m) for m in TEST}
+    rows = []
+    for label, runs in sorted(groups.items(), key=lambda item: item[0] != baseline):  # baseline first
+        for bonus in sorted(b for split, b in runs[0] if split == "valid"):
+            if any(("valid", bonus) not in r for r in runs):
+                continue  # rows only where every seed was ranked with this bonus
+            valid = [r[("valid", bonus)] for r in runs]
+            test = [r[("test", bonus)] for r in runs]
+            row = {"setting": label, "tail_score_bonus": bonus, "seeds": sorted((seeds or {}).get(label, [])),
+                   "valid_ndcg@10": mean_std([metric_mean(v, "ndcg@10") for v in valid]),
+                   "valid_tailndcg@10": mean_std([metric_mean(v, "tailndcg@10") for v in valid]), "test": {}}
+            for metric in TEST:
+                per_user = seed_mean(test, metric)
+                value = sum(per_user.values()) / len(per_user)
+                reference = sum(base_test[metric].values()) / len(base_test[metric])
+                _, diff, _, p = paired_ttest(per_user, base_test[metric])
+                row["test"][metric] = {"mean_std": mean_std([metric_mean(t, metric) for t in test]),
+                                       "ratio": value / reference if reference else math.nan, "p": p,
+                                       "diff": diff}
+            row["test"][SHARE] = {"mean_std": mean_std([metric_mean(t, SHARE) for t in test])}
+            row["qualifies"] = row["valid_ndcg@10"][0] >= threshold
+            overall_ok = all(row["test"][m]["diff"] >= 0 or not row["test"][m]["p"] < 0.05
+                             for m in ("hit@10", "ndcg@10"))
+            row["meets_target"] = overall_ok and row["test"]["tailhit@10"]["ratio"] >= target_ratio
+            rows.append(row)
+    qualifying = [r for r in rows if r["qualifies"]]
+    selected = max(qualifying, key=lambda r: r["valid_tailndcg@10"][0]) if qualifying else None
+    return rows, threshold, selected
+
+
+def markdown_lines(rows, selected):
+    """The sweep's table and the selection's verdict, as markdown lines."""
+    lines = ["| setting | tail_score_bonus | valid NDCG@10 | valid tail NDCG@10 | "
+             + " | ".join(f"test {m} (ratio, p)" for m in TEST) + f" | test {SHARE} | qualifies | target |",
+             "|---|---|---|---|" + "---|" * len(TEST) + "---|---|---|"]
+    for row in rows:
+        cells = [f"{t['mean_std'][0]:.4f} ± {t['mean_std'][1]:.4f} ({t['ratio']:.2f}x, p={t['p']:.2g})"
+                 for t in (row["test"][m] for m in TEST)]
+        mark = " **selected**" if row is selected else ""
+        lines.append(f"| {row['setting']}{mark} | {row['tail_score_bonus']:g} | {row['valid_ndcg@10'][0]:.4f} | "
+                     f"{row['valid_tailndcg@10'][0]:.4f} | " + " | ".join(cells)
+                     + f" | {row['test'][SHARE]['mean_std'][0]:.3f} | {'yes' if row['qualifies'] else 'no'} | "
+                     f"{'met' if row['meets_target'] else '-'} |")
+    lines.append("")
+    if selected:
+        lines.append(f"Selected on validation: {selected['setting']} with tail_score_bonus "
+                     f"{selected['tail_score_bonus']:g}; target {'met' if selected['meets_target'] else 'NOT met'} "
+                     "on test.")
+    else:
+        lines.append("No row reaches the validation threshold.")
+    return lines
