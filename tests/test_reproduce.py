@@ -5,8 +5,10 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from scipy import stats
@@ -15,6 +17,7 @@ from conftest import FIXTURES, ROOT, TINY_YAML
 from recbole_lpo.errors import UserInputError
 from recbole_lpo.records import code_version
 from recbole_lpo.reproduce import catalogue
+from recbole_lpo.reproduce.bonus import BONUSES, load_records
 from recbole_lpo.reproduce.stats import paired_ttest, per_user_values, select_default
 
 LABELS = ["SASRec", "LPO4Rec (paper)"]
@@ -68,6 +71,20 @@ def test_grid_trains_writes_tables_and_plots(finished_grid):
     assert "†: stopped by the epoch cap" in report
     assert "| GRU4Rec | not run |" in report
     assert "diff, paired t-test" in report
+    # every run's checkpoint ranked under the grid's tail score bonuses: the bonus section's rows
+    # at bonus 0 are the runs' own test metrics
+    for key, record in records.items():
+        info, ranked = load_records(workdir / "cache" / "bonus" / f"{key}.bonus.json.gz")
+        assert info["seed"] == 2020 and sorted({b for _, b in ranked}) == [0.0, *BONUSES]
+        test = ranked[("test", 0.0)]
+        for metric in ("hit@10", "tailndcg@10", "tailitemshare@10"):
+            values = per_user_values(test, metric)
+            assert sum(values.values()) / len(values) == pytest.approx(record["test_result"][metric], abs=1e-4)
+    assert "## Tail score bonus (beyond the paper; ranking time, post hoc)" in report
+    assert "| SASRec | 0.25 |" in report and "| LPO4Rec (paper) | 3 |" in report
+    assert "Selected on validation: " in report
+    selection = json.loads((workdir / "out" / "tiny-fast-selection.json").read_text())
+    assert selection["tail_score_bonus"]["selected"][0] in LABELS
     for name in ("frontier", "tail-probability"):
         png = workdir / "out" / f"tiny-fast-{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -91,8 +108,6 @@ def test_cache_skips_finished_runs_and_reruns_changed_config(finished_grid):
 
 def test_tables_refuse_mixed_tail_sets(finished_grid, tmp_path):
     workdir, _ = finished_grid
-    import shutil
-
     copy = tmp_path / "copy"
     shutil.copytree(workdir / "cache", copy / "cache")
     path = next(p for p in (copy / "cache" / "runs").glob("*.json")
@@ -121,14 +136,21 @@ def test_adopt_adds_runs_trained_outside_the_grid(finished_grid, tmp_path):
     other = tmp_path / "runs" / "SASRec-tiny-lr.json"
     other.write_text(json.dumps(dict(record, config=dict(record["config"], learning_rate=0.5))))
 
-    out = run_grid(tmp_path, "--tables-only", "--adopt", str(kept), str(other), labels=["SASRec"])
+    checkpoint = Path(record["checkpoint"]).name
+    ranks = tmp_path / "runs" / (checkpoint.removesuffix(".pth") + ".bonus.json.gz")
+    shutil.copyfile(workdir / "cache" / "bonus" / f"{key}.bonus.json.gz", ranks)
+
+    out = run_grid(tmp_path, "--tables-only", "--adopt", str(kept), str(other), str(ranks), labels=["SASRec"])
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"adopted SASRec-tiny.json.gz as SASRec / tiny / seed 2020 (key {key})" in out.stdout
+    assert f"adopted {ranks.name} for SASRec / tiny / seed 2020" in out.stdout
+    assert (tmp_path / "cache" / "bonus" / f"{key}.bonus.json.gz").read_bytes() == ranks.read_bytes()
     assert ("not adopted SASRec-tiny-lr.json: its settings differ from the nearest planned run 'SASRec': "
             f"learning_rate=0.5 (grid: {record['config']['learning_rate']!r})") in out.stdout
     (adopted,) = cached_records(tmp_path).values()
     assert adopted["reproduce"]["key"] == key and adopted["test_result"] == record["test_result"]
-    assert "| SASRec |" in (tmp_path / "out" / "tiny-fast.md").read_text()
+    report = (tmp_path / "out" / "tiny-fast.md").read_text()
+    assert "| SASRec |" in report and "| SASRec | 1.25 |" in report  # the bonus section, from the records
     again = run_grid(tmp_path, "--tables-only", "--adopt", str(kept), labels=["SASRec"])
     assert "already cached SASRec / tiny / seed 2020: SASRec-tiny.json.gz not adopted" in again.stdout
 

@@ -31,7 +31,9 @@ def run_key(config_fields, code):
 
 
 class RunCache:
-    """``<root>/runs/<key>.json``: each finished run's result JSON plus its spec."""
+    """``<root>/runs/<key>.json``: each finished run's result JSON plus its spec;
+    ``<root>/bonus/<key>.bonus.json.gz``: its checkpoint ranked under tail score
+    bonuses (``recbole_lpo.reproduce.bonus``)."""
 
     def __init__(self, root):
         self.root = Path(root)
@@ -39,6 +41,9 @@ class RunCache:
 
     def path(self, key):
         return self.runs / f"{key}.json"
+
+    def bonus_path(self, key):
+        return self.root / "bonus" / f"{key}.bonus.json.gz"
 
     def get(self, key):
         path = self.path(key)

@@ -11,6 +11,7 @@ cache: each waits for the other's runs instead of training them twice.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from logging import getLogger
 from recbole_lpo.config import Config
 from recbole_lpo.errors import UserInputError
 from recbole_lpo.records import code_version, read_result
+from recbole_lpo.reproduce import bonus as tail_bonus
 from recbole_lpo.reproduce.cache import RunCache, config_fingerprint, run_key
 from recbole_lpo.reproduce.catalogue import load_profile
 from recbole_lpo.runtime import MALLOC_ENV  # the workers keep freed memory (runtime.py)
@@ -68,17 +70,22 @@ def adopt(paths, resolved, cache_root, log=print):
     """Put runs trained outside the grid into its cache; returns how many were added.
 
     ``paths``: result JSONs of ``run_recbole_lpo`` (the command line,
-    ``benchmarks/head_to_head.py``; ``.json`` or ``.json.gz``). A run is
-    adopted under the key of the planned run with the same resolved config
-    and code version, i.e. the run the grid would have trained; any other is
-    logged with the reason and left out. A run that loads another run's
-    checkpoint (DPO's reference, CITIES's base) is never adopted: its key
-    names that run, not a path.
+    ``benchmarks/head_to_head.py``; ``.json`` or ``.json.gz``), and
+    optionally their checkpoints' tail-bonus records (``*.bonus.json.gz`` of
+    ``benchmarks/tail_bonus_sweep.py --save-records``, matched by checkpoint
+    name). A run is adopted under the key of the planned run with the same
+    resolved config and code version, i.e. the run the grid would have
+    trained; any other is logged with the reason and left out. A run that
+    loads another run's checkpoint (DPO's reference, CITIES's base) is never
+    adopted: its key names that run, not a path.
     """
     cache = RunCache(cache_root)
     by_key = {item.key: item for item in resolved}
+    bonus_files = {}  # checkpoint name -> records file
+    for path in [p for p in paths if str(p).endswith(tail_bonus.RECORDS_SUFFIX)]:
+        bonus_files[tail_bonus.load_records(path)[0]["checkpoint"]] = path
     adopted = 0
-    for path in paths:
+    for path in [p for p in paths if not str(p).endswith(tail_bonus.RECORDS_SUFFIX)]:
         record = read_result(path)
         code = record.get("code_version") or code_version(record["model"], record.get("git_commit"))
         fingerprint = json.loads(json.dumps(config_fingerprint(record["config"]), default=str))
@@ -88,6 +95,11 @@ def adopt(paths, resolved, cache_root, log=print):
             log(f"not adopted {name}: {_why_not_planned(record, fingerprint, code, resolved)}")
             continue
         where = f"{item.run.label} / {item.run.dataset} / seed {item.run.seed}"
+        ranks_file = bonus_files.get(os.path.basename(record.get("checkpoint") or ""))
+        if ranks_file is not None and not cache.bonus_path(item.key).exists():
+            cache.bonus_path(item.key).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ranks_file, cache.bonus_path(item.key))
+            log(f"adopted {os.path.basename(ranks_file)} for {where}")
         if cache.get(item.key) is not None:
             log(f"already cached {where}: {name} not adopted")
             continue

@@ -1,7 +1,9 @@
 """One grid run in its own process: ``python -m recbole_lpo.reproduce.worker PAYLOAD_JSON``.
 
-Trains through ``run_recbole_lpo``, then moves the result JSON into the cache
-under the run's key with the grid spec added (``reproduce``).
+Trains through ``run_recbole_lpo``, ranks the best checkpoint's valid and test
+users under the grid's tail score bonuses (``recbole_lpo.reproduce.bonus``,
+one scoring pass), then moves the result JSON into the cache under the run's
+key with the grid spec added (``reproduce``).
 """
 
 import json
@@ -12,6 +14,7 @@ import sys
 import torch
 
 from recbole_lpo.quick_start import run_recbole_lpo
+from recbole_lpo.reproduce.bonus import save_records, score_checkpoint
 from recbole_lpo.reproduce.cache import RunCache
 
 
@@ -23,6 +26,9 @@ def main(payload):
         record = json.load(f)
     record["reproduce"] = payload["spec"]
     cache = RunCache(payload["cache_root"])
+    bonus_path = cache.bonus_path(payload["key"])
+    bonus_path.unlink(missing_ok=True)  # left by a worker killed before its run was cached
+    save_records(bonus_path, *score_checkpoint(result["checkpoint"]))
     cache.put(payload["key"], record)
     shutil.rmtree(os.path.dirname(result["result_file"]), ignore_errors=True)
 
