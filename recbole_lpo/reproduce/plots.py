@@ -2,7 +2,8 @@
 
 - sensitivity (paper Fig. 4): test HR/NDCG@10, overall and tail, per swept key;
 - frontier: tail HR@10 against overall HR@10, one point per setting (first seed),
-  SASRec and every rival marked, the Pareto front drawn through the points;
+  SASRec and every rival marked, the Pareto front drawn through the points, and
+  the tail score bonus sweep's curves (seed means, the selected bonus ringed);
 - tail probability (paper Fig. 5): per test user, mean softmax probability of a
   tail item minus that of an item overall, SASRec vs LPO4Rec and the rivals;
 - efficiency (paper Fig. 3): epoch time and peak memory of the six losses.
@@ -25,13 +26,16 @@ def _pyplot():
     return plt
 
 
-def dataset_figures(grid, out, stem):
-    """[(name, path)] of the figures drawn for ``grid``; None without matplotlib."""
+def dataset_figures(grid, out, stem, bonus_sweep=None):
+    """[(name, path)] of the figures drawn for ``grid``; None without matplotlib.
+
+    ``bonus_sweep``: ``recbole_lpo.reproduce.bonus.sweep_table``'s result, drawn on the frontier."""
     plt = _pyplot()
     if plt is None:
         return None
     figures = []
-    for name, draw in (("sensitivity", sensitivity), ("frontier", frontier), ("tail-probability", tail_probability)):
+    for name, draw in (("sensitivity", sensitivity), ("frontier", lambda plt, grid: frontier(plt, grid, bonus_sweep)),
+                       ("tail-probability", tail_probability)):
         fig = draw(plt, grid)
         if fig is None:
             continue
@@ -90,11 +94,31 @@ def pareto_front(points):
     return sorted(front, key=lambda p: p[1])
 
 
-def frontier(plt, grid):
+def bonus_curves(bonus_sweep):
+    """{setting: [(bonus, test HR@10, test tail HR@10)]} (seed means), and the selected (setting, bonus)."""
+    if bonus_sweep is None:
+        return {}, None
+    rows, _, selected = bonus_sweep
+    curves = {}
+    for row in rows:
+        curves.setdefault(row["setting"], []).append(
+            (row["tail_score_bonus"], row["test"]["hit@10"]["mean_std"][0], row["test"]["tailhit@10"]["mean_std"][0]))
+    return curves, None if selected is None else (selected["setting"], selected["tail_score_bonus"])
+
+
+def frontier(plt, grid, bonus_sweep=None):
     points = frontier_points(grid)
-    if len(points) < 2:
+    curves, selected = bonus_curves(bonus_sweep)
+    if len(points) < 2 and not curves:
         return None
     fig, ax = plt.subplots(figsize=(7, 5))
+    for setting, curve in curves.items():
+        ax.plot([c[1] for c in curve], [c[2] for c in curve], marker=".", lw=1, ms=4,
+                label=f"{setting} + tail bonus 0-{curve[-1][0]:g} (seed mean)")
+        for bonus, x, y in curve:
+            if (setting, bonus) == selected:
+                ax.scatter(x, y, s=140, facecolors="none", edgecolors="k", zorder=4,
+                           label=f"selected on validation: {setting} + bonus {bonus:g}")
     seen = set()
     for label, x, y in points:
         kind, color, marker, size = _kind(label)
@@ -105,7 +129,8 @@ def frontier(plt, grid):
     ax.plot([p[1] for p in front], [p[2] for p in front], color="tab:blue", lw=0.8, ls="--", label="Pareto front")
     ax.set_xlabel("overall HR@10 (test)")
     ax.set_ylabel("tail HR@10 (test)")
-    ax.set_title(f"{grid.dataset}: tail vs overall accuracy, every setting (first seed)", fontsize=9)
+    ax.set_title(f"{grid.dataset}: tail vs overall accuracy, every setting (first seed)"
+                 + (", tail bonus curves (seed mean)" if curves else ""), fontsize=9)
     ax.legend(fontsize=7)
     return fig
 

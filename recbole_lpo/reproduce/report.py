@@ -290,7 +290,7 @@ def write_dataset_report(grid, args, user_overrides, out):
               markdown_table(grid, sensitivity_rows(grid), SHORT, bold=False, name_setting=False), "",
               "The paper's point shows its row's seeds; the other points, and the plot, one seed.", ""]
     written = []
-    figures = plots.dataset_figures(grid, out, f"{grid.dataset}-{args.profile}")
+    figures = plots.dataset_figures(grid, out, f"{grid.dataset}-{args.profile}", bonus_sweep=sweep)
     if figures is None:
         lines += ["Plots skipped: matplotlib is not installed (`pip install -e .[plots]`).", ""]
     else:
