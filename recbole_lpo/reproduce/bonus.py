@@ -12,7 +12,8 @@ is added to the one the checkpoint's run already used (rows show the total).
   shares (``recbole_lpo.reproduce.stats`` reads it);
 - ``save_records`` / ``load_records``: what the table needs of one
   checkpoint, as ``<name>.bonus.json.gz`` (ranks past 10 stored as 11:
-  HR@10 and NDCG@10 stay exact), so seeds pool without their checkpoints;
+  HR@10 and NDCG@10 stay exact; tail items in the top 10 as counts), so
+  seeds pool without their checkpoints;
 - ``sweep_table``: per (setting, bonus), over seeds, the valid scores the
   selection rule reads, test HR/NDCG@10 overall and on tail-target users
   with the ratio to the baseline (its bonus-0 row) and the two-sided paired
@@ -44,8 +45,9 @@ BONUSES = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)  # the grid's; 
 SETTING_KEYS = ("lpo_lambda", "lpo_tau", "neg_count", "neg_sampler", "neg_pool", "reweight", "alpha_tail",
                 "alpha_head", "pref_warmup_epochs", "pref_weight", "beta", "gamma", "orpo_weight")
 TEST = ("hit@10", "ndcg@10", "tailhit@10", "tailndcg@10")
-SHARE = "tailitemshare@10"
-RECORDS_FORMAT = "recbole_lpo tail-bonus records v1"
+TOP_K = 10
+SHARE = f"tailitemshare@{TOP_K}"
+RECORDS_FORMAT = "recbole_lpo tail-bonus records v2"
 RECORDS_SUFFIX = ".bonus.json.gz"
 RANK_CAP = 11  # ranks past 10 only ever count as a miss at 10
 
@@ -74,7 +76,7 @@ def split_ranks(model, eval_data, tail_mask, bonuses, device):
             scores[history_index] = -math.inf
         scores = scores[positive_u]  # [P N], one row per target
         ranks.append(ranks_under_bonuses(scores, positive_i, tail_mask, bonuses))  # [nb P]
-        shares.append(tail_share_under_bonuses(scores, tail_mask, bonuses, 10))  # [nb P]
+        shares.append(tail_share_under_bonuses(scores, tail_mask, bonuses, TOP_K))  # [nb P]
         users.append(interaction[dataset.uid_field][positive_u])
         tails.append(tail_mask[positive_i])
     users = dataset.id2token(dataset.uid_field, torch.cat(users).numpy()).tolist()
@@ -109,10 +111,10 @@ def save_records(path, info, ranked):
     for (split, bonus), rec in sorted(ranked.items()):
         per_user = rec["per_user"]
         entry = splits.setdefault(split, {"user": per_user["user"], "tail": per_user["tail"], "bonus": [],
-                                          "rank": [], SHARE: []})
+                                          "rank": [], "tail_in_top": []})
         entry["bonus"].append(bonus)
         entry["rank"].append([min(r, RANK_CAP) for r in per_user["rank"]])
-        entry[SHARE].append(per_user[SHARE])
+        entry["tail_in_top"].append([round(v * TOP_K) for v in per_user[SHARE]])  # shares are counts / k
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(path, "xt", encoding="utf-8") as f:  # mode x: never overwrite
@@ -131,7 +133,8 @@ def load_records(path):
         raise UserInputError(f"{path} is not a tail-bonus records file ({RECORDS_FORMAT})")
     ranked = {}
     for split, entry in data["splits"].items():
-        for bonus, ranks, shares in zip(entry["bonus"], entry["rank"], entry[SHARE]):
+        for bonus, ranks, counts in zip(entry["bonus"], entry["rank"], entry["tail_in_top"]):
+            shares = (torch.tensor(counts, dtype=torch.float32) / TOP_K).tolist()  # as tail_share_under_bonuses
             ranked[(split, bonus)] = record(entry["user"], entry["tail"], ranks, shares)
     return {k: data.get(k) for k in ("setting", "dataset", "seed", "checkpoint")}, ranked
 
