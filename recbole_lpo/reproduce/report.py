@@ -178,7 +178,10 @@ def provenance(grid):
     code = defaultdict(list)
     for model, version in sorted(grid.code.items()):
         code[version[:12] + ("+uncommitted" if "+" in version else "")].append(model)
-    return [f"- runs: {len(records)}; repository commits at run time: {', '.join(c[:12] + ('-dirty' if c.endswith('-dirty') else '') for c in commits)} "
+    adopted = sorted(r["adopted_from"] for r in records if r.get("adopted_from"))
+    lines = [f"- adopted (`--adopt`; trained outside the grid with the same config and code): {len(adopted)} runs: "
+             + ", ".join(adopted)] if adopted else []
+    return lines + [f"- runs: {len(records)}; repository commits at run time: {', '.join(c[:12] + ('-dirty' if c.endswith('-dirty') else '') for c in commits)} "
             "(-dirty: uncommitted files elsewhere in the tree)",
             "- code of each model (last commit touching it, part of the cache key): "
             + "; ".join(f"{version} ({', '.join(models)})" for version, models in code.items()),
