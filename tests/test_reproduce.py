@@ -153,6 +153,7 @@ def test_adopt_adds_runs_trained_outside_the_grid(finished_grid, tmp_path):
     assert "| SASRec |" in report and "| SASRec | 1.25 |" in report  # the bonus section, from the records
     assert (tmp_path / "out" / "tiny-fast-frontier.png").is_file()  # one point, but the bonus curve
     assert "- adopted (`--adopt`; trained outside the grid with the same config and code): 1 runs: SASRec-tiny.json.gz" in report
+    assert "--labels SASRec --seeds 2020 --adopt runs/*`" in report  # the command that rebuilds it
     again = run_grid(tmp_path, "--tables-only", "--adopt", str(kept), labels=["SASRec"])
     assert "already cached SASRec / tiny / seed 2020: SASRec-tiny.json.gz not adopted" in again.stdout
 

@@ -112,6 +112,14 @@ def test_bonus_run_inference_and_sweep_agree(workdir, tiny_config):
         test = by_bonus[key]["test"]
         for metric in ("hit@10", "ndcg@10", "tailhit@10", "tailndcg@10", "tailitemshare@10"):
             assert test[metric]["mean_std"][0] == pytest.approx(run["test_result"][metric], abs=1e-4)
+    # benchmarks/compare_results.py --pool: one row per setting, against the first file's
+    pooled = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare_results.py"), "--pool",
+                             plain["result_file"], boosted["result_file"]], capture_output=True, text=True, timeout=120)
+    assert pooled.returncode == 0, pooled.stderr
+    base_row, bonus_row = pooled.stdout.splitlines()[2:4]
+    assert base_row.startswith("| SASRec | ") and base_row.count("(1.00x, p=nan)") >= 2 and base_row.count("p=nan)") == 4
+    assert bonus_row.startswith("| SASRec tail_score_bonus=1.0 | ")
+    assert f"| {boosted['test_result']['tailhit@10']:.4f} ± 0.0000 (" in bonus_row
     # the JSON is never overwritten: one error line
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=workdir)
     assert again.returncode == 2 and "sweep.json exists" in again.stderr and "Traceback" not in again.stderr

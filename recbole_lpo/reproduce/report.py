@@ -9,6 +9,7 @@ other Table I row of that column.
 
 import json
 import math
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -260,11 +261,19 @@ def sensitivity_rows(grid):
     return rows
 
 
+def adopt_argument(args):
+    """`` --adopt <folder>/*`` per folder the command adopted from (relative paths only)."""
+    folders = dict.fromkeys(os.path.relpath(os.path.dirname(os.path.abspath(p))) for p in getattr(args, "adopt", []))
+    return "".join(f" --adopt {folder}/*" for folder in folders if not folder.startswith(".."))
+
+
 def write_dataset_report(grid, args, user_overrides, out):
     lines = [f"# {grid.dataset}: profile `{args.profile}`", "",
              f"Produced by `python -m recbole_lpo.reproduce --datasets {grid.dataset} --profile {args.profile}"
              + (f" --set {' '.join(f'{k}={v}' for k, v in user_overrides.items())}" if user_overrides else "")
-             + f" --seeds {' '.join(map(str, args.seeds))}` (the tables regenerate from the run cache with "
+             + (" --labels " + " ".join(f'"{label}"' if " " in label else label for label in args.labels)
+                if getattr(args, "labels", None) else "")
+             + f" --seeds {' '.join(map(str, args.seeds))}{adopt_argument(args)}` (the tables regenerate from the run cache with "
              "`--tables-only`). Test split, best valid NDCG@10 checkpoint; mean ± sample std over seeds; "
              "epochs = trained (best). Bold: best accuracy per column (popularity-bias columns are not "
              "ranked: more tail items is not better in itself).", "", *provenance(grid), ""]
