@@ -182,8 +182,9 @@ def provenance(grid):
     adopted = sorted(r["adopted_from"] for r in records if r.get("adopted_from"))
     lines = [f"- adopted (`--adopt`; trained outside the grid with the same config and code): {len(adopted)} runs: "
              + ", ".join(adopted)] if adopted else []
-    return lines + [f"- runs: {len(records)}; repository commits at run time: {', '.join(c[:12] + ('-dirty' if c.endswith('-dirty') else '') for c in commits)} "
-            "(-dirty: uncommitted files elsewhere in the tree)",
+    dirty = any(c.endswith("-dirty") for c in commits)
+    return lines + [f"- runs: {len(records)}; repository commits at run time: {', '.join(c[:12] + ('-dirty' if c.endswith('-dirty') else '') for c in commits)}"
+            + (" (-dirty: uncommitted files elsewhere in the tree)" if dirty else ""),
             "- code of each model (last commit touching it, part of the cache key): "
             + "; ".join(f"{version} ({', '.join(models)})" for version, models in code.items()),
             f"- machines: {'; '.join(machines)}",
