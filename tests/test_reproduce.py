@@ -140,6 +140,9 @@ def test_adopt_adds_runs_trained_outside_the_grid(finished_grid, tmp_path):
     ranks = tmp_path / "runs" / (checkpoint.removesuffix(".pth") + ".bonus.json.gz")
     shutil.copyfile(workdir / "cache" / "bonus" / f"{key}.bonus.json.gz", ranks)
 
+    dry = run_grid(tmp_path, "--dry-run", "--adopt", str(kept), str(ranks), labels=["SASRec"])
+    assert f"would adopt: SASRec-tiny.json.gz and {ranks.name} as SASRec / tiny / seed 2020" in dry.stdout
+    assert not (tmp_path / "cache").exists()  # a dry run writes nothing
     out = run_grid(tmp_path, "--tables-only", "--adopt", str(kept), str(other), str(ranks), labels=["SASRec"])
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"adopted SASRec-tiny.json.gz as SASRec / tiny / seed 2020 (key {key})" in out.stdout

@@ -55,7 +55,7 @@ def main(argv=None):
     runs = plan(args.datasets, args.groups, args.seeds, args.profile, args.labels)
     resolved = resolve(runs, user_overrides, args.config_files)
     if args.adopt:
-        adopt(args.adopt, resolved, args.cache, log=lambda msg: print(msg, flush=True))
+        adopt(args.adopt, resolved, args.cache, log=lambda msg: print(msg, flush=True), dry_run=args.dry_run)
     if args.dry_run:
         cache = RunCache(args.cache)
         for item in resolved:

@@ -66,7 +66,7 @@ def resolve(runs, user_overrides=None, config_files=None):
     return resolved
 
 
-def adopt(paths, resolved, cache_root, log=print):
+def adopt(paths, resolved, cache_root, log=print, dry_run=False):
     """Put runs trained outside the grid into its cache; returns how many were added.
 
     ``paths``: result JSONs of ``run_recbole_lpo`` (the command line,
@@ -77,7 +77,8 @@ def adopt(paths, resolved, cache_root, log=print):
     resolved config and code version, i.e. the run the grid would have
     trained; any other is logged with the reason and left out. A run that
     loads another run's checkpoint (DPO's reference, CITIES's base) is never
-    adopted: its key names that run, not a path.
+    adopted: its key names that run, not a path. ``dry_run``: only log what
+    would be adopted.
     """
     cache = RunCache(cache_root)
     by_key = {item.key: item for item in resolved}
@@ -96,6 +97,10 @@ def adopt(paths, resolved, cache_root, log=print):
             continue
         where = f"{item.run.label} / {item.run.dataset} / seed {item.run.seed}"
         ranks_file = bonus_files.get(os.path.basename(record.get("checkpoint") or ""))
+        if dry_run:
+            state = "cached" if cache.get(item.key) is not None else "would adopt"
+            log(f"{state}: {name}{' and ' + os.path.basename(ranks_file) if ranks_file else ''} as {where}")
+            continue
         if ranks_file is not None and not cache.bonus_path(item.key).exists():
             cache.bonus_path(item.key).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(ranks_file, cache.bonus_path(item.key))
