@@ -26,8 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from recbole_lpo.errors import run_cli  # noqa: E402
-from recbole_lpo.reproduce.bonus import (BONUSES, RECORDS_SUFFIX, load_records, markdown_lines,  # noqa: E402
-                                         save_records, score_checkpoint, sweep_table)
+from recbole_lpo.reproduce.bonus import (BONUSES, RECORDS_SUFFIX, TARGET_RATIO, load_records,  # noqa: E402
+                                         markdown_lines, save_records, score_checkpoint, sweep_table)
 from recbole_lpo.runtime import keep_freed_memory  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def main(argv=None):
     parser.add_argument("--bonus", nargs="+", type=float, default=list(BONUSES),
                         help="extra tail score bonuses to rank with (0 is always included)")
     parser.add_argument("--baseline", default="SASRec", help="setting label of the baseline group (bonus 0)")
-    parser.add_argument("--target-ratio", type=float, default=1.5, help="tail HR@10 the target asks, x baseline")
+    parser.add_argument("--target-ratio", type=float, default=TARGET_RATIO, help="tail HR@10 the target asks, x baseline")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="write every row's numbers here (a new file)")
     parser.add_argument("--save-records", metavar="DIR", help=f"write each checkpoint's *{RECORDS_SUFFIX} here")

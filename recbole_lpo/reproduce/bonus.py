@@ -50,6 +50,7 @@ SHARE = f"tailitemshare@{TOP_K}"
 RECORDS_FORMAT = "recbole_lpo tail-bonus records v2"
 RECORDS_SUFFIX = ".bonus.json.gz"
 RANK_CAP = 11  # ranks past 10 only ever count as a miss at 10
+TARGET_RATIO = 1.5  # the no-regret target: tail HR@10 at least this times the baseline's
 
 
 def setting_label(config):
@@ -144,7 +145,7 @@ def metric_mean(rec, metric):
     return sum(values.values()) / len(values) if values else math.nan
 
 
-def sweep_table(groups, baseline, target_ratio=1.5, seeds=None):
+def sweep_table(groups, baseline, target_ratio=TARGET_RATIO, seeds=None):
     """Rows of (setting, bonus) over seeds, the validation threshold and the selected row.
 
     ``groups``: {setting: [ranked per seed]} (``score_checkpoint``'s second
