@@ -85,6 +85,22 @@ def test_grid_trains_writes_tables_and_plots(finished_grid):
     assert "Selected on validation: " in report
     selection = json.loads((workdir / "out" / "tiny-fast-selection.json").read_text())
     assert selection["tail_score_bonus"]["selected"][0] in LABELS
+    # the headline rows (README table): SASRec is the baseline; LPO4Rec's defaults are the paper's values
+    headline = json.loads((workdir / "out" / "tiny-fast-headline.json").read_text())
+    assert headline["profile"] == "fast" and headline["dataset"] == "tiny"
+    rows = {row["row"]: row for row in headline["rows"]}
+    assert rows["SASRec"]["baseline"] and rows["SASRec"]["test"]["hit@10"]["ratio"] == pytest.approx(1.0)
+    lpo = rows["LPO4Rec (default = paper values)"]
+    lpo_record = next(r for r in records.values() if r["reproduce"]["label"] == "LPO4Rec (paper)")
+    sas_record = next(r for r in records.values() if r["reproduce"]["label"] == "SASRec")
+    for metric in ("hit@10", "tailndcg@10"):
+        assert lpo["test"][metric]["mean_std"][0] == pytest.approx(lpo_record["test_result"][metric], abs=1e-4)
+        if sas_record["test_result"][metric]:
+            assert lpo["test"][metric]["ratio"] == pytest.approx(
+                lpo_record["test_result"][metric] / sas_record["test_result"][metric], rel=1e-3)
+    assert rows["best tail baseline (R2Rec, CITIES)"]["test"] is None  # not run
+    table = (workdir / "out" / "headline-fast.md").read_text()
+    assert "| tiny | SASRec† | 1 |" in table and "| tiny | best tail baseline (R2Rec, CITIES) | not run |" in table
     for name in ("frontier", "tail-probability"):
         png = workdir / "out" / f"tiny-fast-{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -212,6 +228,15 @@ def test_catalogue_plan_orders_dependencies_and_seeds():
     assert labels.index(("SASRec", 1)) < labels.index(("DPO", 1))  # the reference trains first
     assert [s for label, s in labels if label == "LPO4Rec (paper)"] == [1, 2, 3]
     assert [s for label, s in labels if label == "DPO"] == [1]
+    # the headline's tail baselines run with every seed; CITIES after the SASRec run of its own seed
+    runs = catalogue.plan(["amazon-beauty"], ["table"], [1, 2, 3], "cpu", labels=["R2Rec", "CITIES"])
+    labels = [(r.label, r.seed) for r in runs]
+    assert sorted(s for label, s in labels if label == "CITIES") == [1, 2, 3]
+    assert all(labels.index(("SASRec", s)) < labels.index(("CITIES", s)) for s in (1, 2, 3))
+    assert sorted(s for label, s in labels if label == "R2Rec") == [1, 2, 3]
+    # the converged profile's reports are the repository's result tables
+    assert catalogue.report_stem("amazon-beauty", catalogue.PRIMARY_PROFILE) == "amazon-beauty"
+    assert catalogue.report_stem("amazon-beauty", "fast") == "amazon-beauty-fast"
     with pytest.raises(UserInputError, match="unknown experiment 'LPO'"):
         catalogue.plan(["amazon-beauty"], ["table"], [1], "fast", labels=["LPO"])
     with pytest.raises(UserInputError, match="unknown profile 'slow': valid profiles are cpu, fast, paper"):
@@ -268,3 +293,102 @@ def test_screen_group_holds_the_no_regret_candidates_outside_the_default_grid():
         assert catalogue.EXPERIMENTS[label].overrides == dict(catalogue.LPO_PAPER, **overrides)
     default = {run.label for run in catalogue.plan(["tiny"], catalogue.DEFAULT_GROUPS, [1], "cpu")}
     assert not default & set(labels[2:])
+
+
+def _ranked(ranks, tails):
+    """A result-like record of per-user ranks (users u0, u1, ...)."""
+    return {"model": "x", "per_user": {"user": [f"u{i}" for i in range(len(ranks))], "tail": tails, "rank": ranks}}
+
+
+def test_comparison_with_the_baseline_and_the_no_regret_target_by_hand():
+    from recbole_lpo.reproduce.stats import baseline_means, compare, meets_target
+
+    tails = [True, True, False, False]
+    base = baseline_means([_ranked([1, 20, 1, 20], tails), _ranked([20, 20, 1, 20], tails)])
+    # two seeds: HR@10 per user (1, 1, 1, 0) and (1, 0, 1, 0) -> seed means 0.75 and 0.5; user means
+    # (1, .5, 1, 0) vs the baseline's (.5, 0, 1, 0): ratio 0.625 / 0.375; tail users u0, u1: (1, .5) vs (.5, 0)
+    out = compare([_ranked([1, 1, 1, 20], tails), _ranked([1, 20, 1, 20], tails)], base)
+    assert out["hit@10"]["mean_std"] == pytest.approx((0.625, stats.tstd([0.75, 0.5])))
+    assert out["hit@10"]["ratio"] == pytest.approx(0.625 / 0.375) and out["hit@10"]["diff"] == pytest.approx(0.25)
+    assert out["hit@10"]["p"] == pytest.approx(stats.ttest_rel([1, .5, 1, 0], [.5, 0, 1, 0]).pvalue)
+    assert out["tailhit@10"]["ratio"] == pytest.approx(0.75 / 0.25)
+    assert out["ndcg@10"]["ratio"] == pytest.approx(out["hit@10"]["ratio"])  # every hit at rank 1
+    assert meets_target(out)  # higher overall means, 3x tail HR@10
+    assert not meets_target(out, target_ratio=3.5)
+    # a significant overall drop fails however much the tail gains
+    drop = {m: dict(out[m]) for m in out}
+    drop["ndcg@10"].update(diff=-0.01, p=0.01)
+    assert not meets_target(drop)
+    drop["ndcg@10"].update(p=0.2)  # a drop that is not significant passes
+    assert meets_target(drop)
+
+
+def test_headline_keeps_other_data_sets_rows(tmp_path):
+    from recbole_lpo.reproduce.report import write_headline
+
+    def row(dataset, name):
+        test = {m: {"mean_std": [0.1, 0.0], "ratio": 1.0, "diff": 0.0, "p": None}
+                for m in ("hit@10", "ndcg@10", "tailhit@10", "tailndcg@10")}
+        return {"dataset": dataset, "row": name, "setting": name, "baseline": name == "SASRec", "seeds": [1],
+                "test": test, "meets_target": None if name == "SASRec" else False, "epochs": [[5, 2, False]]}
+
+    for dataset, profile in (("amazon-toys-games", "cpu"), ("amazon-beauty", "cpu"), ("amazon-beauty", "fast")):
+        stem = catalogue.report_stem(dataset, profile)
+        (tmp_path / f"{stem}-headline.json").write_text(json.dumps(
+            {"profile": profile, "dataset": dataset, "rows": [row(dataset, "SASRec"), row(dataset, profile)]}))
+    text = write_headline(tmp_path, "cpu").read_text()
+    lines = [line for line in text.splitlines() if line.startswith("| amazon")]
+    assert [line.split(" | ")[:2] for line in lines] == [["| amazon-beauty", "SASRec"], ["| amazon-beauty", "cpu"],
+                                                          ["| amazon-toys-games", "SASRec"],
+                                                          ["| amazon-toys-games", "cpu"]]
+    assert lines[1].endswith("| 0.1000 ± 0.0000 (1.00x, no variance) | not met |")
+    assert (tmp_path / "headline.md").is_file() and not (tmp_path / "headline-fast.md").exists()
+    assert "| amazon-beauty | fast |" in write_headline(tmp_path, "fast").read_text()
+
+
+def test_defaults_are_paper_agrees_with_the_resolved_config():
+    """The report shows one LPO4Rec row when --model=LPO4Rec trains the paper's values; the catalogue
+    reads that from the YAML files: it must agree with what Config resolves."""
+    from recbole_lpo.config import Config
+
+    config = Config("LPO4Rec", "tiny", None, {"data_path": str(FIXTURES)})
+    assert catalogue.DEFAULTS_ARE_PAPER == all(config[k] == v for k, v in catalogue.LPO_PAPER.items())
+
+
+def test_export_writes_adoptable_runs_without_machine_paths(finished_grid, tmp_path):
+    """--export copies the cached runs (gzipped, paths relative) and their tail-bonus records out;
+    --adopt of those files fills an empty cache with the same runs; existing files are kept."""
+    workdir, _ = finished_grid
+    kept = tmp_path / "kept"
+    out = run_grid(workdir, "--tables-only", "--export", str(kept))
+    assert out.returncode == 0, out.stderr[-2000:]
+    files = sorted(p.name for p in (kept / "tiny").iterdir())
+    keys = {r["reproduce"]["label"]: k for k, r in cached_records(workdir).items()
+            if r["config"]["learning_rate"] != 0.01}
+    assert f"SASRec-seed2020-{keys['SASRec']}.json.gz" in files
+    assert f"LPO4Rec_paper-seed2020-{keys['LPO4Rec (paper)']}.json.gz" in files
+    assert sum(name.endswith(".bonus.json.gz") for name in files) == 2
+    for path in (kept / "tiny").glob("*-seed*.json.gz"):
+        text = gzip.decompress(path.read_bytes()).decode()
+        assert str(tmp_path) not in text and str(ROOT) not in text and str(FIXTURES) not in text
+        assert json.loads(text)["config"]["data_path"] == os.path.relpath(FIXTURES / "tiny", ROOT)
+    again = run_grid(workdir, "--tables-only", "--export", str(kept))
+    assert again.stdout.count("(exists)") == 4 and "exported" not in again.stdout
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    adopted = run_grid(fresh, "--tables-only", "--adopt", *map(str, (kept / "tiny").iterdir()))
+    assert adopted.returncode == 0, adopted.stderr[-2000:]
+    assert adopted.stdout.count("adopted ") == 4  # two runs, two bonus records
+    assert {k: r["test_result"] for k, r in cached_records(fresh).items()} == \
+        {k: r["test_result"] for k, r in cached_records(workdir).items() if k in keys.values()}
+
+
+def test_portable_paths():
+    from recbole_lpo.reproduce.runner import portable
+
+    record = {"config": {"data_path": "/home/a/repo/dataset/beauty", "x": ["/tmp/other/file.pth", "rel/p"]},
+              "n": 3, "checkpoint": "/home/a/repo/saved/m.pth"}
+    assert portable(record, ["/home/a/repo"]) == {"config": {"data_path": "dataset/beauty",
+                                                            "x": ["file.pth", "rel/p"]},
+                                                 "n": 3, "checkpoint": "saved/m.pth"}

@@ -3,14 +3,21 @@
     python -m recbole_lpo.reproduce --datasets amazon-beauty --profile fast --jobs 2
     python -m recbole_lpo.reproduce --groups table --seeds 2020 --tables-only
     python -m recbole_lpo.reproduce --profile cpu --labels SASRec --adopt results/runs/*.json.gz --tables-only
+    python -m recbole_lpo.reproduce --profile cpu --labels SASRec --tables-only --export results/runs
 
 Trains the grid (models x data sets x seeds, see ``catalogue.py``) that is not
 cached yet (``--adopt``: first add runs trained elsewhere with the same
 config and code, e.g. the result JSONs kept in ``results/``), then writes
 under ``--out`` (default ``results/``):
-``<dataset>-<profile>.md`` (Table I, ablations, tuning and selection, p-values),
-``<dataset>-<profile>-*.png`` (sensitivity, frontier, tail-probability
-histogram) and ``efficiency.png`` when ``--epoch-cost`` JSON is given.
+``<dataset>.md`` under the converged profile ``cpu``, else
+``<dataset>-<profile>.md`` (Table I, ablations, tuning and selection, tail
+score bonus, p-values), beside it ``-*.png`` (sensitivity, frontier,
+tail-probability histogram), ``-selection.json`` and ``-headline.json`` (the
+data set's rows of ``headline.md``, the README table: SASRec, LPO4Rec's
+default and paper values, the best tail baseline, the selected tail score
+bonus; ``headline-<profile>.md`` for other profiles), and ``efficiency.png``
+when ``--epoch-cost`` JSON is given. ``--export`` copies finished runs out
+of the cache for ``--adopt``.
 """
 
 import argparse
@@ -20,7 +27,7 @@ from recbole_lpo.errors import run_cli
 from recbole_lpo.reproduce.cache import RunCache
 from recbole_lpo.reproduce.catalogue import DATASETS, DEFAULT_GROUPS, GROUPS, SEEDS, plan
 from recbole_lpo.reproduce.report import write_reports
-from recbole_lpo.reproduce.runner import adopt, execute, resolve
+from recbole_lpo.reproduce.runner import adopt, execute, export, resolve
 from recbole_lpo.utils import parse_overrides
 
 
@@ -31,7 +38,7 @@ def build_parser():
                         help="experiment groups (default: the paper's four; screen: no-regret candidates)")
     parser.add_argument("--labels", nargs="+", help="run only these experiments (labels from catalogue.py)")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS),
-                        help="seeds of the multi-seed rows (SASRec, LPO4Rec); other rows use the first")
+                        help="seeds of the multi-seed rows (SASRec, LPO4Rec, R2Rec, CITIES); other rows use the first")
     parser.add_argument("--profile", default="fast", help="properties/reproduce/<profile>.yaml: fast (smoke), cpu (converged on a CPU) or paper")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides for every run (part of each run's cache key)")
@@ -43,6 +50,9 @@ def build_parser():
     parser.add_argument("--adopt", nargs="+", default=[], metavar="RESULT_JSON",
                         help="runs trained outside the grid (result JSONs, .json or .json.gz) to add to the cache "
                              "where a planned run has the same resolved config and code version")
+    parser.add_argument("--export", metavar="FOLDER",
+                        help="copy the planned runs' cached results (machine paths removed) and tail-bonus records "
+                             "to FOLDER/<dataset>/ for --adopt; existing files are kept")
     parser.add_argument("--tables-only", action="store_true", help="train nothing; tables from cached runs")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their cache state")
     parser.add_argument("--epoch-cost", help="JSON of benchmarks/epoch_cost.py --json: efficiency bar chart")
@@ -68,6 +78,8 @@ def main(argv=None):
                          log=lambda msg: print(msg, flush=True))
     for path in write_reports(resolved, args, user_overrides):
         print(f"wrote {path}")
+    if args.export:
+        export(resolved, args.cache, args.export, log=lambda msg: print(msg, flush=True))
     if failed:
         print(f"{len(failed)} runs failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()), file=sys.stderr)
         raise SystemExit(1)

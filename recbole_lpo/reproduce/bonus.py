@@ -38,19 +38,19 @@ import torch
 from recbole_lpo.data.head_tail import head_tail_split
 from recbole_lpo.errors import UserInputError
 from recbole_lpo.inference import load_data_and_model
-from recbole_lpo.reproduce.stats import mean_std, paired_ttest, per_user_values, seed_mean
+from recbole_lpo.reproduce.stats import (TARGET_METRICS, TARGET_RATIO, baseline_means, compare, mean_std,
+                                         meets_target, per_user_values)
 from recbole_lpo.rescoring import ranks_under_bonuses, tail_share_under_bonuses
 
 BONUSES = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)  # the grid's; 0 is always added
 SETTING_KEYS = ("lpo_lambda", "lpo_tau", "neg_count", "neg_sampler", "neg_pool", "reweight", "alpha_tail",
                 "alpha_head", "pref_warmup_epochs", "pref_weight", "beta", "gamma", "orpo_weight")
-TEST = ("hit@10", "ndcg@10", "tailhit@10", "tailndcg@10")
+TEST = TARGET_METRICS
 TOP_K = 10
 SHARE = f"tailitemshare@{TOP_K}"
 RECORDS_FORMAT = "recbole_lpo tail-bonus records v2"
 RECORDS_SUFFIX = ".bonus.json.gz"
 RANK_CAP = 11  # ranks past 10 only ever count as a miss at 10
-TARGET_RATIO = 1.5  # the no-regret target: tail HR@10 at least this times the baseline's
 
 
 def setting_label(config):
@@ -157,7 +157,7 @@ def sweep_table(groups, baseline, target_ratio=TARGET_RATIO, seeds=None):
     base = groups[baseline]
     base_mean, base_std = mean_std([metric_mean(runs[("valid", 0.0)], "ndcg@10") for runs in base])
     threshold = base_mean - base_std
-    base_test = {m: seed_mean([runs[("test", 0.0)] for runs in base], m) for m in TEST}
+    base_test = baseline_means([runs[("test", 0.0)] for runs in base], TEST)
     rows = []
     for label, runs in sorted(groups.items(), key=lambda item: item[0] != baseline):  # baseline first
         for bonus in sorted(b for split, b in runs[0] if split == "valid"):
@@ -167,20 +167,11 @@ def sweep_table(groups, baseline, target_ratio=TARGET_RATIO, seeds=None):
             test = [r[("test", bonus)] for r in runs]
             row = {"setting": label, "tail_score_bonus": bonus, "seeds": sorted((seeds or {}).get(label, [])),
                    "valid_ndcg@10": mean_std([metric_mean(v, "ndcg@10") for v in valid]),
-                   "valid_tailndcg@10": mean_std([metric_mean(v, "tailndcg@10") for v in valid]), "test": {}}
-            for metric in TEST:
-                per_user = seed_mean(test, metric)
-                value = sum(per_user.values()) / len(per_user)
-                reference = sum(base_test[metric].values()) / len(base_test[metric])
-                _, diff, _, p = paired_ttest(per_user, base_test[metric])
-                row["test"][metric] = {"mean_std": mean_std([metric_mean(t, metric) for t in test]),
-                                       "ratio": value / reference if reference else math.nan, "p": p,
-                                       "diff": diff}
+                   "valid_tailndcg@10": mean_std([metric_mean(v, "tailndcg@10") for v in valid]),
+                   "test": compare(test, base_test, TEST)}
             row["test"][SHARE] = {"mean_std": mean_std([metric_mean(t, SHARE) for t in test])}
             row["qualifies"] = row["valid_ndcg@10"][0] >= threshold
-            overall_ok = all(row["test"][m]["diff"] >= 0 or not row["test"][m]["p"] < 0.05
-                             for m in ("hit@10", "ndcg@10"))
-            row["meets_target"] = overall_ok and row["test"]["tailhit@10"]["ratio"] >= target_ratio
+            row["meets_target"] = meets_target(row["test"], target_ratio)
             rows.append(row)
     qualifying = [r for r in rows if r["qualifies"]]
     selected = max(qualifying, key=lambda r: r["valid_tailndcg@10"][0]) if qualifying else None

@@ -33,6 +33,12 @@ DEFAULT_GROUPS = ("table", "tuning", "ablation", "sensitivity")
 LPO_PAPER_FILE = PROPERTIES_DIR / "model" / "LPO4Rec-paper.yaml"
 with open(LPO_PAPER_FILE, encoding="utf-8") as _f:
     LPO_PAPER = yaml.safe_load(_f)
+_LPO_DEFAULTS = {}
+for _name in ("overall.yaml", "model/LPO4Rec.yaml"):  # the files Config reads the LPO keys from, in order
+    with open(PROPERTIES_DIR / _name, encoding="utf-8") as _f:
+        _LPO_DEFAULTS.update(yaml.safe_load(_f) or {})
+# whether --model=LPO4Rec (its YAML defaults) trains the paper's values: then its row is the paper's
+DEFAULTS_ARE_PAPER = all(_LPO_DEFAULTS.get(key) == value for key, value in LPO_PAPER.items())
 LPO_ON_BUILTIN = dict(LPO_PAPER, preference_loss="lpo")
 REFERENCE = {"ref_model_path": "SASRec"}  # config key -> label of the run whose best checkpoint it loads
 
@@ -128,7 +134,18 @@ ABLATION_ROWS = ("SASRec", "LPO4Rec (paper)", "LPO4Rec w/o LPO term", "LPO4Rec w
                  "LPO4Rec top-K sampling", "LPO4Rec uniform sampling", "GRU4Rec", "GRU4Rec + LPO", "Caser",
                  "Caser + LPO")
 TUNING_FAMILIES = ("LPO4Rec", *RIVALS)
-MULTI_SEED = ("SASRec", "LPO4Rec (paper)", "LPO4Rec")  # the rows run with every seed
+# the rows run with every seed: the baseline, LPO4Rec's two rows and the strongest tail baselines (README
+# headline table); the others run with the first
+MULTI_SEED = ("SASRec", "LPO4Rec (paper)", "LPO4Rec", "R2Rec", "CITIES")
+TAIL_BASELINES = ("R2Rec", "CITIES")  # the headline table shows the one selected on validation
+# the converged profile whose reports are the repository's result tables: <out>/<dataset>.md; every other
+# profile writes <out>/<dataset>-<profile>.md beside them
+PRIMARY_PROFILE = "cpu"
+
+
+def report_stem(dataset, profile):
+    """File name stem of ``dataset``'s report under ``profile``."""
+    return dataset if profile == PRIMARY_PROFILE else f"{dataset}-{profile}"
 
 
 def tuning_labels(family):

@@ -1,4 +1,5 @@
-"""Tables of a grid from its cached runs: ``<out>/<dataset>-<profile>.md`` and the plots.
+"""Tables of a grid from its cached runs: ``<out>/<dataset>.md`` (the converged profile,
+``catalogue.PRIMARY_PROFILE``) or ``<out>/<dataset>-<profile>.md``, and the plots.
 
 Cells are RecBole's test metrics (best valid checkpoint), mean +- sample std
 over the seeds a row ran with. The best accuracy value per column is bold.
@@ -18,7 +19,8 @@ from recbole_lpo.reproduce import plots
 from recbole_lpo.reproduce import bonus
 from recbole_lpo.reproduce.cache import RunCache
 from recbole_lpo.reproduce.runner import check_comparable, load_records
-from recbole_lpo.reproduce.stats import mean_std, paired_ttest, seed_mean, select_default
+from recbole_lpo.reproduce.stats import (TARGET_METRICS, TARGET_RATIO, baseline_means, compare, mean_std,
+                                         meets_target, paired_ttest, seed_mean, select_default)
 
 OVERALL = ["hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 TAIL = ["tail" + m for m in OVERALL]
@@ -48,11 +50,15 @@ class Grid:
                 self.keys[item.run.label].append(item.key)
                 self.code[item.run.experiment.model] = item.code
         # "LPO4Rec" (the YAML defaults) is the paper row when the defaults are the paper's values
+        # (from the keys when both ran, else from the YAML files)
         self.aliases = {}
-        if self.has("LPO4Rec") and self.keys["LPO4Rec"] == self.keys["LPO4Rec (paper)"]:
+        both = self.has("LPO4Rec") and self.has("LPO4Rec (paper)")
+        if (self.keys["LPO4Rec"] == self.keys["LPO4Rec (paper)"]) if both else cat.DEFAULTS_ARE_PAPER:
             self.aliases["LPO4Rec"] = "LPO4Rec (paper)"
-        for label in self.aliases:
-            del self.rows[label], self.keys[label]
+        for label, same in self.aliases.items():
+            rows, keys = self.rows.pop(label, []), self.keys.pop(label, [])
+            if rows and not self.has(same):
+                self.rows[same], self.keys[same] = rows, keys
         self.selection = self._select()
 
     def has(self, label):
@@ -244,7 +250,7 @@ def bonus_section(sweep):
              "and paired t-tests over test users against SASRec at bonus 0. Selected: the highest valid tail "
              "NDCG@10 among rows whose valid NDCG@10 is at least SASRec's mean minus one std (validation "
              "only); target: test HR@10 and NDCG@10 not significantly below SASRec (p >= 0.05 or a higher "
-             f"mean) and tail HR@10 at least {bonus.TARGET_RATIO:g}x SASRec's. Caveat: the checkpoints were early-stopped "
+             f"mean) and tail HR@10 at least {TARGET_RATIO:g}x SASRec's. Caveat: the checkpoints were early-stopped "
              "without the extra bonus.", ""]
     if sweep is None:
         return lines + ["Not available: SASRec's runs have no tail-bonus records.", ""]
@@ -260,6 +266,112 @@ def sensitivity_rows(grid):
             label = cat.sweep_label(key, value)
             rows.append((f"{key}={value}" + (" (paper)" if value == cat.LPO_PAPER[key] else ""), label))
     return rows
+
+
+def best_tail_baseline(grid):
+    """The tail baseline (``catalogue.TAIL_BASELINES``) with the highest valid tail NDCG@10 (seed mean)."""
+    scored = [(mean_std([r["best_valid_result"]["tailndcg@10"] for r in grid.rows[label]])[0], label)
+              for label in cat.TAIL_BASELINES if grid.has(label)]
+    return max(scored)[1] if scored else None
+
+
+def headline_rows(grid, sweep):
+    """One data set's rows of the README headline table: SASRec, LPO4Rec's default (``--model=LPO4Rec``)
+    and the paper's values, the best tail baseline (chosen on validation) and the tail score bonus the
+    selection rule picks; each with its test comparison to SASRec and whether it meets the target."""
+    if not grid.has("SASRec"):
+        return []
+    base = baseline_means(grid.rows["SASRec"])
+    default = "LPO4Rec (default = paper values)" if "LPO4Rec" in grid.aliases else "LPO4Rec (default)"
+    entries = [("SASRec", "SASRec"), (default, grid.aliases.get("LPO4Rec", "LPO4Rec"))]
+    if "LPO4Rec" not in grid.aliases:
+        entries.append(("LPO4Rec (paper values)", "LPO4Rec (paper)"))
+    tail = best_tail_baseline(grid)
+    entries.append((f"best tail baseline: {tail}" if tail else "best tail baseline (R2Rec, CITIES)", tail))
+    rows = []
+    for name, label in entries:
+        row = {"dataset": grid.dataset, "row": name, "setting": label, "baseline": label == "SASRec",
+               "seeds": [], "test": None, "meets_target": None, "epochs": []}
+        if label and grid.has(label):
+            records = grid.rows[label]
+            row.update(seeds=[r["config"]["seed"] for r in records], test=compare(records, base),
+                       epochs=[[r["epochs_trained"], r["best_epoch"], stopped_by_cap(r)] for r in records])
+            row["meets_target"] = None if row["baseline"] else meets_target(row["test"])
+        rows.append(row)
+    if sweep is not None and sweep[2] is not None:
+        chosen = sweep[2]
+        rows.append({"dataset": grid.dataset, "row": f"{chosen['setting']} + tail_score_bonus "
+                     f"{chosen['tail_score_bonus']:g} (selected on validation; post hoc)",
+                     "setting": chosen["setting"], "baseline": False, "seeds": chosen["seeds"],
+                     "test": {m: chosen["test"][m] for m in TARGET_METRICS}, "meets_target": chosen["meets_target"],
+                     "epochs": []})
+    return rows
+
+
+def headline_cell(comparison, baseline):
+    mean, std = comparison["mean_std"]
+    text = f"{mean:.4f} ± {std:.4f}"
+    if baseline:
+        return text
+    p = "no variance" if comparison["p"] is None or math.isnan(comparison["p"]) else f"p={comparison['p']:.2g}"
+    return text + f" ({comparison['ratio']:.2f}x, {p})"
+
+
+def headline_markdown(rows, profile):
+    """The headline table (markdown lines) from ``headline_rows`` of one or more data sets."""
+    lines = [f"Test split, profile `{profile}`; mean ± std over seeds, ratio to SASRec and two-sided paired "
+             "t-test over test users (per-user values averaged over seeds); target: HR@10 and NDCG@10 not "
+             f"significantly below SASRec (p >= 0.05 or a higher mean) and tail HR@10 at least {TARGET_RATIO:g}x "
+             "SASRec's.", "",
+             "| data set | model | seeds | " + " | ".join(f"test {header(m)}" for m in TARGET_METRICS)
+             + " | target |", "|---|---|---|" + "---|" * len(TARGET_METRICS) + "---|"]
+    for row in rows:
+        if row["test"] is None:
+            lines.append(f"| {row['dataset']} | {row['row']} | not run | " + " | ".join("—" for _ in TARGET_METRICS)
+                         + " | |")
+            continue
+        cells = [headline_cell(row["test"][m], row["baseline"]) for m in TARGET_METRICS]
+        capped = CAPPED if any(capped for *_, capped in row["epochs"]) else ""
+        target = "" if row["meets_target"] is None else ("**met**" if row["meets_target"] else "not met")
+        lines.append(f"| {row['dataset']} | {row['row']}{capped} | {len(row['seeds'])} | " + " | ".join(cells)
+                     + f" | {target} |")
+    if any(capped for row in rows for *_, capped in row["epochs"]):
+        lines += ["", CAP_NOTE]
+    return lines
+
+
+def _plain(value):
+    """JSON without NaN: NaN (a p-value without variance) as null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def write_headline(out, profile):
+    """``<out>/headline.md`` (``headline-<profile>.md`` for a profile other than the primary one) from
+    every ``*-headline.json`` of ``profile`` in ``out``: a command covering one data set keeps the
+    other data sets' rows."""
+    by_dataset = {}
+    for path in sorted(Path(out).glob("*-headline.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and data.get("profile") == profile:
+            by_dataset[data["dataset"]] = data["rows"]
+    order = sorted(by_dataset, key=lambda d: (cat.DATASETS.index(d) if d in cat.DATASETS else len(cat.DATASETS), d))
+    rows = [row for dataset in order for row in by_dataset[dataset]]
+    if not rows:
+        return None
+    stem = "headline" if profile == cat.PRIMARY_PROFILE else f"headline-{profile}"
+    path = Path(out) / f"{stem}.md"
+    path.write_text("\n".join([f"# Headline: SASRec, LPO4Rec and the best tail baseline (profile `{profile}`)", "",
+                                f"Produced by `python -m recbole_lpo.reproduce --datasets <d> --profile {profile}` "
+                                "(each data set's report rewrites its own rows; the data sets' reports have the "
+                                "commands and provenance).", "", *headline_markdown(rows, profile)]) + "\n",
+                    encoding="utf-8")
+    return path
 
 
 def adopt_argument(args):
@@ -303,16 +415,17 @@ def write_dataset_report(grid, args, user_overrides, out):
               markdown_table(grid, sensitivity_rows(grid), SHORT, bold=False, name_setting=False), "",
               "The paper's point shows its row's seeds; the other points, and the plot, one seed.", ""]
     written = []
-    figures = plots.dataset_figures(grid, out, f"{grid.dataset}-{args.profile}", bonus_sweep=sweep)
+    stem = cat.report_stem(grid.dataset, args.profile)
+    figures = plots.dataset_figures(grid, out, stem, bonus_sweep=sweep)
     if figures is None:
         lines += ["Plots skipped: matplotlib is not installed (`pip install -e .[plots]`).", ""]
     else:
         lines += ["## Figures", ""] + [f"![{name}]({Path(path).name})" for name, path in figures]
         lines += ["", *plots.tail_probability_summary(grid), ""]
         written += [path for _, path in figures]
-    path = Path(out) / f"{grid.dataset}-{args.profile}.md"
+    path = Path(out) / f"{stem}.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with open(Path(out) / f"{grid.dataset}-{args.profile}-selection.json", "w", encoding="utf-8") as f:
+    with open(Path(out) / f"{stem}-selection.json", "w", encoding="utf-8") as f:
         selection = {family: {k: v for k, v in sel.items() if k != "candidates"}
                      for family, sel in grid.selection.items()}
         if sweep is not None and sweep[2] is not None:
@@ -320,7 +433,11 @@ def write_dataset_report(grid, args, user_overrides, out):
             selection["tail_score_bonus"] = {"selected": [chosen["setting"], chosen["tail_score_bonus"]],
                                              "threshold": sweep[1], "meets_target": chosen["meets_target"]}
         json.dump(selection, f, indent=1)
-    return [str(path)] + written
+    headline = Path(out) / f"{stem}-headline.json"
+    rows = headline_rows(grid, sweep)
+    headline.write_text(json.dumps(_plain({"profile": args.profile, "dataset": grid.dataset, "rows": rows}),
+                                   indent=1) + "\n", encoding="utf-8")
+    return [str(path), str(headline)] + written
 
 
 def write_reports(resolved, args, user_overrides):
@@ -333,6 +450,9 @@ def write_reports(resolved, args, user_overrides):
         grid = Grid(dataset, resolved, records)
         if grid.rows:
             written += write_dataset_report(grid, args, user_overrides, out)
+    headline = write_headline(out, args.profile)
+    if headline:
+        written.append(str(headline))
     if getattr(args, "epoch_cost", None):
         path = plots.efficiency(args.epoch_cost, out / "efficiency.png")
         if path:

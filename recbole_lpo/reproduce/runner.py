@@ -9,17 +9,21 @@ cache; a finished key is never trained again. A run in training holds a lock
 cache: each waits for the other's runs instead of training them twice.
 """
 
+import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from logging import getLogger
+from pathlib import Path
 
 from recbole_lpo.config import Config
 from recbole_lpo.errors import UserInputError
+from recbole_lpo.paths import PROJECT_ROOT
 from recbole_lpo.records import code_version, read_result
 from recbole_lpo.reproduce import bonus as tail_bonus
 from recbole_lpo.reproduce.cache import RunCache, config_fingerprint, run_key
@@ -112,6 +116,55 @@ def adopt(paths, resolved, cache_root, log=print, dry_run=False):
         adopted += 1
         log(f"adopted {name} as {where} (key {item.key})")
     return adopted
+
+
+def export(resolved, cache_root, folder, log=print):
+    """Copy the planned runs' cached results out for ``adopt``: ``<folder>/<dataset>/<label>-seed<seed>-<key>.json.gz``
+    (machine paths made relative to the checkout, see ``portable``) and their checkpoints' tail-bonus
+    records ``<checkpoint>.bonus.json.gz``; an existing file is kept, never overwritten. Returns the
+    files written."""
+    cache = RunCache(cache_root)
+    roots = [PROJECT_ROOT, *(p.parent for p in Path(cache_root).resolve().parents if p.name == "saved")]
+    written = []
+    for item in resolved:
+        record = cache.get(item.key)
+        if record is None:
+            continue
+        where = Path(folder) / item.run.dataset
+        where.mkdir(parents=True, exist_ok=True)
+        label = re.sub(r"[^A-Za-z0-9.=-]+", "_", item.run.label).strip("_")
+        targets = [(where / f"{label}-seed{item.run.seed}-{item.key}.json.gz", portable(record, roots), None)]
+        ranks = cache.bonus_path(item.key)
+        if ranks.is_file():
+            targets.append((where / (Path(record["checkpoint"]).stem + tail_bonus.RECORDS_SUFFIX), None, ranks))
+        for path, data, source in targets:
+            if path.exists():
+                log(f"kept {path} (exists)")
+                continue
+            if source is not None:
+                shutil.copyfile(source, path)
+            else:
+                with gzip.GzipFile(path, "xb", mtime=0) as f:  # mode x: never overwrite
+                    f.write(json.dumps(data).encode("utf-8"))
+            written.append(path)
+            log(f"exported {item.run.label} / {item.run.dataset} / seed {item.run.seed}: {path}")
+    return written
+
+
+def portable(value, roots):
+    """``value`` with every absolute path under one of ``roots`` made relative to it, and any other
+    absolute path cut to its file name: no machine paths in files kept in the repository."""
+    if isinstance(value, dict):
+        return {k: portable(v, roots) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, roots) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        for root in roots:
+            root = str(root).rstrip(os.sep) + os.sep
+            if value.startswith(root):
+                return value[len(root):]
+        return os.path.basename(value)
+    return value
 
 
 def _why_not_planned(record, fingerprint, code, resolved):

@@ -1,4 +1,5 @@
-"""Per-user metrics from result JSONs, the paired t-test over test users, default selection."""
+"""Per-user metrics from result JSONs, the paired t-test over test users, the comparison with a
+baseline and the no-regret target, default selection."""
 
 import math
 import statistics
@@ -77,3 +78,36 @@ def select_default(candidates, baseline_valid, metric="ndcg@10", target="tailndc
         return candidates[0][0], threshold, []
     best = max(qualifying, key=lambda item: item[1][target])
     return best[0], threshold, [label for label, _ in qualifying]
+
+
+TARGET_RATIO = 1.5  # the no-regret target: tail HR@10 at least this times the baseline's
+TARGET_METRICS = ("hit@10", "ndcg@10", "tailhit@10", "tailndcg@10")
+NO_REGRET = ("hit@10", "ndcg@10")  # the overall metrics the target forbids a significant drop of
+
+
+def baseline_means(records, metrics=TARGET_METRICS):
+    """{metric: {user: value averaged over the baseline's seeds}}, for ``compare``."""
+    return {metric: seed_mean(records, metric) for metric in metrics}
+
+
+def compare(records, baseline, metrics=TARGET_METRICS):
+    """Test ``metrics`` of one row (``records``: its seeds) against ``baseline`` (``baseline_means``):
+    {metric: {"mean_std": over seeds, "ratio": of the means over users, "diff", "p": two-sided paired
+    t-test over test users of the per-user values averaged over seeds}}."""
+    out = {}
+    for metric in metrics:
+        per_user, reference = seed_mean(records, metric), baseline[metric]
+        value = sum(per_user.values()) / len(per_user)
+        base_value = sum(reference.values()) / len(reference)
+        _, diff, _, p = paired_ttest(per_user, reference)
+        runs = [per_user_values(record, metric) for record in records]
+        out[metric] = {"mean_std": mean_std([sum(run.values()) / len(run) for run in runs]),
+                       "ratio": value / base_value if base_value else math.nan, "diff": diff, "p": p}
+    return out
+
+
+def meets_target(comparison, target_ratio=TARGET_RATIO):
+    """The no-regret target: HR@10 and NDCG@10 not significantly below the baseline (p >= 0.05 or a
+    higher mean) and tail HR@10 at least ``target_ratio`` times the baseline's."""
+    overall_ok = all(comparison[m]["diff"] >= 0 or not comparison[m]["p"] < 0.05 for m in NO_REGRET)
+    return overall_ok and comparison["tailhit@10"]["ratio"] >= target_ratio
