@@ -58,6 +58,7 @@ def test_grid_trains_writes_tables_and_plots(finished_grid):
     assert sorted(r["reproduce"]["label"] for r in records.values()) == sorted(LABELS)
     for key, record in records.items():
         assert record["reproduce"]["key"] == key and record["epochs_trained"] == 1
+        assert record["reproduce"]["threads"] == 1 and record["reproduce"]["train_seconds"] > 0
         # the table's per-user values reproduce RecBole's reported metrics
         hits = per_user_values(record, "hit@10")
         assert sum(hits.values()) / len(hits) == pytest.approx(record["test_result"]["hit@10"], abs=1e-4)
@@ -70,6 +71,9 @@ def test_grid_trains_writes_tables_and_plots(finished_grid):
         assert f"| {label} | 1 | 1 (0)† |" in report  # epochs=1: the cap stopped it, and the table says so
     assert "†: stopped by the epoch cap" in report
     assert "| GRU4Rec | not run |" in report
+    hours = sum((r["reproduce"]["train_seconds"] + r["reproduce"]["bonus_seconds"]) / 3600 for r in records.values())
+    assert f"- cost: {hours:.1f} thread-hours of wall time (training, test and the bonus ranking) over the 2 runs" \
+        in report
     assert "diff, paired t-test" in report
     # every run's checkpoint ranked under the grid's tail score bonuses: the bonus section's rows
     # at bonus 0 are the runs' own test metrics
@@ -382,6 +386,8 @@ def test_export_writes_adoptable_runs_without_machine_paths(finished_grid, tmp_p
     assert adopted.stdout.count("adopted ") == 4  # two runs, two bonus records
     assert {k: r["test_result"] for k, r in cached_records(fresh).items()} == \
         {k: r["test_result"] for k, r in cached_records(workdir).items() if k in keys.values()}
+    for key, record in cached_records(fresh).items():  # the grid's timing travels with the run
+        assert record["reproduce"]["train_seconds"] == cached_records(workdir)[key]["reproduce"]["train_seconds"]
 
 
 def test_portable_paths():

@@ -188,6 +188,13 @@ def provenance(grid):
     adopted = sorted(r["adopted_from"] for r in records if r.get("adopted_from"))
     lines = [f"- adopted (`--adopt`; trained outside the grid with the same config and code): {len(adopted)} runs: "
              + ", ".join(adopted)] if adopted else []
+    timed = [r["reproduce"] for r in records if "train_seconds" in r.get("reproduce", {})]
+    if timed:
+        hours = sum((t["train_seconds"] + t["bonus_seconds"]) * t["threads"] for t in timed) / 3600
+        lines.append(f"- cost: {hours:.1f} thread-hours of wall time (training, test and the bonus ranking) over "
+                     f"the {len(timed)} runs the grid timed" + (f"; {len(records) - len(timed)} runs untimed "
+                                                                 "(adopted, or trained before timing)"
+                                                                 if len(timed) < len(records) else ""))
     dirty = any(c.endswith("-dirty") for c in commits)
     return lines + [f"- runs: {len(records)}; repository commits at run time: {', '.join(c[:12] + ('-dirty' if c.endswith('-dirty') else '') for c in commits)}"
             + (" (-dirty: uncommitted files elsewhere in the tree)" if dirty else ""),

@@ -32,6 +32,9 @@ from recbole_lpo.runtime import MALLOC_ENV  # the workers keep freed memory (run
 
 
 
+TIMING = ("threads", "train_seconds", "bonus_seconds")  # what a grid worker records of its run's cost
+
+
 @dataclass
 class Resolved:
     run: object
@@ -112,7 +115,8 @@ def adopt(paths, resolved, cache_root, log=print, dry_run=False):
         if cache.get(item.key) is not None:
             log(f"already cached {where}: {name} not adopted")
             continue
-        cache.put(item.key, dict(record, reproduce=_spec(item), adopted_from=name))
+        timing = {k: v for k, v in (record.get("reproduce") or {}).items() if k in TIMING}  # an exported grid run's
+        cache.put(item.key, dict(record, reproduce=dict(_spec(item), **timing), adopted_from=name))
         adopted += 1
         log(f"adopted {name} as {where} (key {item.key})")
     return adopted
