@@ -184,8 +184,8 @@ def markdown_lines(rows, selected):
              + " | ".join(f"test {m} (ratio, p)" for m in TEST) + f" | test {SHARE} | qualifies | target |",
              "|---|---|---|---|" + "---|" * len(TEST) + "---|---|---|"]
     for row in rows:
-        cells = [f"{t['mean_std'][0]:.4f} ± {t['mean_std'][1]:.4f} ({t['ratio']:.2f}x, p={t['p']:.2g})"
-                 for t in (row["test"][m] for m in TEST)]
+        cells = [f"{t['mean_std'][0]:.4f} ± {t['mean_std'][1]:.4f} ({t['ratio']:.2f}x, "
+                 + ("—)" if math.isnan(t["p"]) else f"p={t['p']:.2g})") for t in (row["test"][m] for m in TEST)]
         mark = " **selected**" if row is selected else ""
         lines.append(f"| {row['setting']}{mark} | {row['tail_score_bonus']:g} | {row['valid_ndcg@10'][0]:.4f} | "
                      f"{row['valid_tailndcg@10'][0]:.4f} | " + " | ".join(cells)

@@ -39,7 +39,7 @@ def seed_mean(records, metric):
     maps = [per_user_values(r, metric) for r in records]
     if any(m is None for m in maps):
         return None
-    users = set(maps[0]).intersection(*maps[1:])
+    users = sorted(set(maps[0]).intersection(*maps[1:]))  # a fixed order: sums do not vary with the hash seed
     return {u: sum(m[u] for m in maps) / len(maps) for u in users}
 
 
