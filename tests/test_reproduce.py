@@ -398,3 +398,21 @@ def test_portable_paths():
     assert portable(record, ["/home/a/repo"]) == {"config": {"data_path": "dataset/beauty",
                                                             "x": ["file.pth", "rel/p"]},
                                                  "n": 3, "checkpoint": "saved/m.pth"}
+
+
+def test_run_whose_dependency_has_no_checkpoint_fails_with_the_reason(finished_grid, tmp_path):
+    """CITIES loads its seed's SASRec checkpoint; a cached SASRec without one (an adopted run keeps
+    no weights) stops that run with one line saying how to get it, and trains nothing."""
+    workdir, _ = finished_grid
+    shutil.copytree(workdir / "cache", tmp_path / "cache")
+    key, record = next((k, r) for k, r in cached_records(tmp_path).items()
+                       if r["reproduce"]["label"] == "SASRec" and r["config"]["learning_rate"] != 0.01)
+    Path(record["checkpoint"]).rename(tmp_path / "moved.pth")
+    try:
+        out = run_grid(tmp_path, labels=["SASRec", "CITIES"])
+    finally:
+        (tmp_path / "moved.pth").rename(record["checkpoint"])
+    assert out.returncode == 1
+    assert "skipped CITIES / seed 2020: it loads the checkpoint of SASRec / seed 2020, which is not on disk" in out.stdout
+    assert f"delete {tmp_path / 'cache' / 'runs' / (key + '.json')} to train that run again" in out.stdout
+    assert "start " not in out.stdout and not list((tmp_path / "cache" / "running").glob("*"))

@@ -245,6 +245,11 @@ def execute(resolved, cache_root, jobs=1, threads=1, log=print, poll=1.0):
                 waiting = waiting or any(_locked(cache, d) for d in deps)
                 continue
             todo.remove(item)
+            missing = _missing_checkpoint(cache, deps)
+            if missing:
+                failed[item.key] = missing
+                log(f"skipped {item.run.label} / seed {item.run.seed}: {missing}")
+                continue
             if code_version(item.run.experiment.model) != item.code:
                 failed[item.key] = "its code changed after the grid started (run the command again)"
                 log(f"skipped {item.run.label} / seed {item.run.seed}: {failed[item.key]}")
@@ -258,6 +263,21 @@ def execute(resolved, cache_root, jobs=1, threads=1, log=print, poll=1.0):
                 failed[item.key] = "its dependencies are not in the plan"
             break
     return failed
+
+
+def _missing_checkpoint(cache, deps):
+    """Why a run cannot load its dependencies' checkpoints, or None: a cached run adopted with
+    ``--adopt`` (or whose checkpoint was deleted) has its result but not its weights."""
+    for dep in deps:
+        record = cache.get(dep)
+        path = record.get("checkpoint")
+        if not path or not os.path.isfile(path):
+            spec = record.get("reproduce") or {}
+            return (f"it loads the checkpoint of {spec.get('label', record.get('model'))} / seed "
+                    f"{spec.get('seed', record.get('seed'))}, which is not on disk ({path or 'none recorded'}; "
+                    f"an adopted run keeps no weights): delete {cache.runs / (dep + '.json')} "
+                    f"to train that run again, or put its checkpoint there")
+    return None
 
 
 def _lock_path(cache, key):
