@@ -416,3 +416,19 @@ def test_run_whose_dependency_has_no_checkpoint_fails_with_the_reason(finished_g
     assert "skipped CITIES / seed 2020: it loads the checkpoint of SASRec / seed 2020, which is not on disk" in out.stdout
     assert f"delete {tmp_path / 'cache' / 'runs' / (key + '.json')} to train that run again" in out.stdout
     assert "start " not in out.stdout and not list((tmp_path / "cache" / "running").glob("*"))
+
+
+def test_frontier_points_are_seed_means():
+    """The frontier puts a setting at the mean of its seeds, where its tail-bonus curve (seed means) starts."""
+    from types import SimpleNamespace
+
+    from recbole_lpo.reproduce.plots import frontier_points, pareto_front
+
+    def run(hit, tail):
+        return {"test_result": {"hit@10": hit, "tailhit@10": tail}}
+    grid = SimpleNamespace(rows={"SASRec": [run(0.08, 0.03), run(0.10, 0.05)], "R2Rec": [run(0.07, 0.06)],
+                                 "MELT": [run(0.05, 0.02)], "CITIES": []})
+    points = frontier_points(grid)
+    assert [p[0] for p in points] == ["SASRec", "R2Rec", "MELT"]
+    assert points[0][1:] == pytest.approx((0.09, 0.04)) and points[1][1:] == (0.07, 0.06)
+    assert [p[0] for p in pareto_front(points)] == ["R2Rec", "SASRec"]  # MELT is dominated
