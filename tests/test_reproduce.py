@@ -407,11 +407,9 @@ def test_run_whose_dependency_has_no_checkpoint_fails_with_the_reason(finished_g
     shutil.copytree(workdir / "cache", tmp_path / "cache")
     key, record = next((k, r) for k, r in cached_records(tmp_path).items()
                        if r["reproduce"]["label"] == "SASRec" and r["config"]["learning_rate"] != 0.01)
-    Path(record["checkpoint"]).rename(tmp_path / "moved.pth")
-    try:
-        out = run_grid(tmp_path, labels=["SASRec", "CITIES"])
-    finally:
-        (tmp_path / "moved.pth").rename(record["checkpoint"])
+    record["checkpoint"] = str(tmp_path / "cache" / "checkpoints" / "gone.pth")  # the fixture's own stays
+    (tmp_path / "cache" / "runs" / f"{key}.json").write_text(json.dumps(record))
+    out = run_grid(tmp_path, labels=["SASRec", "CITIES"])
     assert out.returncode == 1
     assert "skipped CITIES / seed 2020: it loads the checkpoint of SASRec / seed 2020, which is not on disk" in out.stdout
     assert f"delete {tmp_path / 'cache' / 'runs' / (key + '.json')} to train that run again" in out.stdout
