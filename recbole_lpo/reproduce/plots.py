@@ -2,8 +2,9 @@
 
 - sensitivity (paper Fig. 4): test HR/NDCG@10, overall and tail, per swept key;
 - frontier: tail HR@10 against overall HR@10, one point per setting (mean over its seeds),
-  SASRec and every rival marked, the Pareto front drawn through the points, and
-  the tail score bonus sweep's curves (seed means, the selected bonus ringed);
+  SASRec and every rival marked, the Pareto front of those trained settings
+  dashed (at bonus 0: the bonus curves may dominate it), and the tail score
+  bonus sweep's curves (seed means, the selected bonus ringed);
 - tail probability (paper Fig. 5): per test user, mean softmax probability of a
   tail item minus that of an item overall, SASRec vs LPO4Rec and the rivals;
 - efficiency (paper Fig. 3): epoch time and peak memory of the six losses.
@@ -129,7 +130,7 @@ def frontier(plt, grid, bonus_sweep=None):
         seen.add(kind)
         ax.annotate(label.replace("LPO4Rec ", ""), (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
     front = pareto_front(points)
-    ax.plot([p[1] for p in front], [p[2] for p in front], color="tab:blue", lw=0.8, ls="--", label="Pareto front")
+    ax.plot([p[1] for p in front], [p[2] for p in front], color="tab:blue", lw=0.8, ls="--", label="Pareto front of the trained settings (bonus 0)")
     ax.set_xlabel("overall HR@10 (test)")
     ax.set_ylabel("tail HR@10 (test)")
     ax.set_title(f"{grid.dataset}: tail vs overall accuracy, every setting and tail bonus curve (seed means)",
