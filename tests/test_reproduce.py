@@ -8,6 +8,7 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -269,6 +270,36 @@ def test_run_locks_are_shared_between_grid_commands(tmp_path):
     assert _locked(cache, "alive") and not _locked(cache, "stale")
     assert not _lock_path(cache, "stale").exists()  # stale locks are cleared
     assert _live_locks(cache) == 1
+
+
+def test_grid_waits_for_a_slot_held_by_another_grid_command(tmp_path, monkeypatch):
+    """With every slot (``--jobs``) taken by another grid command's training on the same cache,
+    a run waits for the slot and then trains; it is not failed as unresolvable."""
+    from types import SimpleNamespace
+
+    from recbole_lpo.reproduce import runner
+    from recbole_lpo.reproduce.cache import RunCache
+
+    cache = RunCache(tmp_path)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)"])
+    threading.Thread(target=other.wait, daemon=True).start()  # reaped when it ends, as by its grid command
+    runner._lock_path(cache, "other").parent.mkdir(parents=True)
+    runner._lock_path(cache, "other").write_text(str(other.pid))
+    started = []
+
+    def fake_start(item, cache_, threads):
+        started.append(other.poll())  # the other command's training has ended by now
+        cache_.put(item.key, {"model": "SASRec"})
+        return SimpleNamespace(poll=lambda: 0, returncode=0), item, 0.0, open(tmp_path / "log", "w")
+
+    monkeypatch.setattr(runner, "_start", fake_start)
+    run = SimpleNamespace(label="SASRec", dataset="d", seed=1, experiment=SimpleNamespace(model="SASRec"))
+    item = SimpleNamespace(run=run, key="mine", config_dict={}, code=code_version("SASRec"))
+    lines = []
+    failed = runner.execute([item], tmp_path, jobs=1, log=lines.append, poll=0.05)
+    assert failed == {} and started == [0]
+    assert any(line.startswith("waiting: 1 training(s) of other grid commands") for line in lines)
+    assert sum(line.startswith("waiting") for line in lines) == 1 and lines[-1].startswith("done SASRec")
 
 
 def test_set_overrides_are_typed_and_malformed_ones_refused(tmp_path):

@@ -203,6 +203,7 @@ def execute(resolved, cache_root, jobs=1, threads=1, log=print, poll=1.0):
     at once (counting other grid commands' runs). Returns {key: error} of failed runs."""
     cache = RunCache(cache_root)
     todo, failed, running = [], {}, {}
+    slot_wait_logged = False
     for item in resolved:
         if cache.get(item.key) is None and item.key not in {t.key for t in todo}:
             todo.append(item)
@@ -234,6 +235,10 @@ def execute(resolved, cache_root, jobs=1, threads=1, log=print, poll=1.0):
                 waiting = True
                 continue
             if _live_locks(cache) >= jobs:  # trainings on this cache, by any grid command
+                if not running and not slot_wait_logged:
+                    log(f"waiting: {jobs} training(s) of other grid commands hold this cache's slots")
+                    slot_wait_logged = True
+                waiting = True  # a slot frees when one of them ends
                 break
             deps = needs_of[item.key]
             if any(d in failed for d in deps):
