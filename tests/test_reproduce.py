@@ -227,6 +227,36 @@ def test_selection_rule_on_validation():
     assert chosen == "paper" and qualifying == []
 
 
+def test_lpo4rec_default_is_selected_among_tuning_and_screened_settings():
+    """LPO4Rec's selection reads its tuning grid and the screen (the rivals only their tuning grid);
+    the report names the selected values and whether --model=LPO4Rec trains them."""
+    from types import SimpleNamespace
+
+    from recbole_lpo.reproduce.report import Grid, selection_section
+
+    screen = [catalogue.screen_label(o) for o in catalogue.SCREEN]
+    assert catalogue.selection_candidates("LPO4Rec") == catalogue.tuning_labels("LPO4Rec") + screen
+    assert catalogue.selection_candidates("DPO") == catalogue.tuning_labels("DPO")
+    valid = {"SASRec": [(0.030, 0.01), (0.032, 0.01), (0.034, 0.01)],  # threshold 0.030
+             "LPO4Rec (paper)": [(0.020, 0.050)], screen[0]: [(0.031, 0.020)], screen[4]: [(0.029, 0.040)]}
+    resolved, records = [], {}
+    for label, seeds in valid.items():
+        for seed, (ndcg, tail) in enumerate(seeds):
+            run = catalogue.Run(label, "d", seed, "cpu")
+            resolved.append(SimpleNamespace(run=run, key=f"{label}-{seed}", code="c"))
+            records[run] = {"best_valid_result": {"ndcg@10": ndcg, "tailndcg@10": tail},
+                            "test_result": {"hit@10": 0.1, "tailhit@10": 0.05}}
+    selection = Grid("d", resolved, records).selection["LPO4Rec"]
+    assert selection["selected"] == screen[0] and selection["qualifying"] == [screen[0]]
+    assert not selection["complete"]  # most candidates have not run
+    text = "\n".join(selection_section(Grid("d", resolved, records)))
+    changed = ", ".join(f"{k}={v}" for k, v in catalogue.SCREEN[0].items() if catalogue.LPO_PAPER[k] != v)
+    assert f"- LPO4Rec's selected values: {changed}; `--model=LPO4Rec` " in text
+    trains = "trains them" in text
+    assert trains == catalogue.defaults_are(catalogue.EXPERIMENTS[screen[0]].overrides)
+    assert f"| LPO4Rec | {screen[4]} | 0.0290 | 0.0400 | no |" in text
+
+
 def test_catalogue_plan_orders_dependencies_and_seeds():
     runs = catalogue.plan(["amazon-beauty"], ["table"], [1, 2, 3], "fast", labels=["DPO", "LPO4Rec (paper)"])
     labels = [(r.label, r.seed) for r in runs]

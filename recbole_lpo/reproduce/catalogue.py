@@ -38,7 +38,14 @@ for _name in ("overall.yaml", "model/LPO4Rec.yaml"):  # the files Config reads t
     with open(PROPERTIES_DIR / _name, encoding="utf-8") as _f:
         _LPO_DEFAULTS.update(yaml.safe_load(_f) or {})
 # whether --model=LPO4Rec (its YAML defaults) trains the paper's values: then its row is the paper's
-DEFAULTS_ARE_PAPER = all(_LPO_DEFAULTS.get(key) == value for key, value in LPO_PAPER.items())
+
+
+def defaults_are(values):
+    """Whether --model=LPO4Rec (its YAML defaults) trains with every key of ``values`` as given."""
+    return all(_LPO_DEFAULTS.get(key) == value for key, value in values.items())
+
+
+DEFAULTS_ARE_PAPER = defaults_are(LPO_PAPER)
 LPO_ON_BUILTIN = dict(LPO_PAPER, preference_loss="lpo")
 REFERENCE = {"ref_model_path": "SASRec"}  # config key -> label of the run whose best checkpoint it loads
 
@@ -150,6 +157,16 @@ def report_stem(dataset, profile):
 
 def tuning_labels(family):
     return [e.label for e in EXPERIMENTS.values() if e.family == family]
+
+
+def selection_candidates(family):
+    """The settings a family's default is selected from, its default first: its tuning grid (the same
+    budget for every family), and for LPO4Rec also the screened no-regret candidates (beyond the
+    paper's budget), so that ``--model=LPO4Rec`` can be any setting the search measured."""
+    labels = tuning_labels(family)
+    if family == "LPO4Rec":
+        labels += [screen_label(overrides) for overrides in SCREEN]
+    return labels
 
 
 def sensitivity_labels():
