@@ -15,6 +15,7 @@ from recbole_lpo.data.head_tail import head_tail_split
 from recbole_lpo.errors import UserInputError
 from recbole_lpo.inference import load_data_and_model
 from recbole_lpo.quick_start import run_recbole_lpo
+from recbole_lpo.reproduce.bonus import markdown_lines, record, sweep_table
 from recbole_lpo.rescoring import add_tail_bonus, add_tail_bonus_to_items, ranks_under_bonuses, tail_share_under_bonuses
 
 
@@ -173,3 +174,27 @@ def test_cli_records_the_bonus(workdir):
     data = result_file.read_bytes()
     record = json.loads(gzip.decompress(data) if result_file.suffix == ".gz" else data)
     assert record["config"]["tail_score_bonus"] == 0.5
+
+
+def _ranked(valid_ranks, test_ranks, tails):
+    """A checkpoint's {(split, bonus): record} at bonus 0 (users u0.., the same users in both splits)."""
+    users = [f"u{i}" for i in range(len(tails))]
+    return {(split, 0.0): record(users, tails, ranks, [0.0] * len(users))
+            for split, ranks in (("valid", valid_ranks), ("test", test_ranks))}
+
+
+def test_sweep_selects_only_rows_with_the_baselines_seed_count():
+    """A one-seed screen beside three-seed rows is shown but not selected, even when it scores best on
+    validation; with min_runs 1 it is the pick."""
+    tails = [True, False, True, False]
+    sasrec = [_ranked([1, 1, 20, 20], [1, 1, 20, 20], tails) for _ in range(3)]
+    screen = [_ranked([1, 1, 1, 20], [1, 1, 1, 20], tails)]  # higher valid NDCG@10 and tail NDCG@10
+    groups, seeds = {"SASRec": sasrec, "screen": screen}, {"SASRec": [1, 2, 3], "screen": [1]}
+    rows, _, selected = sweep_table(groups, "SASRec", seeds=seeds, min_runs=3)
+    by_setting = {r["setting"]: r for r in rows}
+    assert by_setting["screen"]["qualifies"] and by_setting["screen"]["screen_only"]
+    assert not by_setting["SASRec"]["screen_only"] and selected is by_setting["SASRec"]
+    text = "\n".join(markdown_lines(rows, selected))
+    assert "yes (screen: 1 seed, not selectable)" in text and "Selected on validation: SASRec" in text
+    rows, _, selected = sweep_table(groups, "SASRec", seeds=seeds)
+    assert selected["setting"] == "screen"

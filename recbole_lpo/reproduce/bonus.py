@@ -145,12 +145,14 @@ def metric_mean(rec, metric):
     return sum(values.values()) / len(values) if values else math.nan
 
 
-def sweep_table(groups, baseline, target_ratio=TARGET_RATIO, seeds=None):
+def sweep_table(groups, baseline, target_ratio=TARGET_RATIO, seeds=None, min_runs=1):
     """Rows of (setting, bonus) over seeds, the validation threshold and the selected row.
 
     ``groups``: {setting: [ranked per seed]} (``score_checkpoint``'s second
-    value); ``seeds``: {setting: [seed per run]}, recorded in the rows. Returns ``(rows, threshold, selected)``;
-    ``selected`` is None when no row reaches the threshold.
+    value); ``seeds``: {setting: [seed per run]}, recorded in the rows. A setting with fewer than
+    ``min_runs`` runs (a one-seed screen beside three-seed rows) is shown but not selectable: its
+    row's ``screen_only`` is True. Returns ``(rows, threshold, selected)``; ``selected`` is None when
+    no selectable row reaches the threshold.
     """
     if baseline not in groups:
         raise UserInputError(f"no run of the baseline '{baseline}'; settings: {sorted(groups)}")
@@ -171,11 +173,19 @@ def sweep_table(groups, baseline, target_ratio=TARGET_RATIO, seeds=None):
                    "test": compare(test, base_test, TEST)}
             row["test"][SHARE] = {"mean_std": mean_std([metric_mean(t, SHARE) for t in test])}
             row["qualifies"] = row["valid_ndcg@10"][0] >= threshold
+            row["screen_only"] = len(runs) < min_runs
             row["meets_target"] = meets_target(row["test"], target_ratio)
             rows.append(row)
-    qualifying = [r for r in rows if r["qualifies"]]
+    qualifying = [r for r in rows if r["qualifies"] and not r["screen_only"]]
     selected = max(qualifying, key=lambda r: r["valid_tailndcg@10"][0]) if qualifying else None
     return rows, threshold, selected
+
+
+def qualifies_cell(row):
+    if not row["qualifies"]:
+        return "no"
+    n = len(row["seeds"])
+    return f"yes (screen: {n} seed{'' if n == 1 else 's'}, not selectable)" if row.get("screen_only") else "yes"
 
 
 def markdown_lines(rows, selected):
@@ -189,7 +199,7 @@ def markdown_lines(rows, selected):
         mark = " **selected**" if row is selected else ""
         lines.append(f"| {row['setting']}{mark} | {row['tail_score_bonus']:g} | {row['valid_ndcg@10'][0]:.4f} | "
                      f"{row['valid_tailndcg@10'][0]:.4f} | " + " | ".join(cells)
-                     + f" | {row['test'][SHARE]['mean_std'][0]:.3f} | {'yes' if row['qualifies'] else 'no'} | "
+                     + f" | {row['test'][SHARE]['mean_std'][0]:.3f} | {qualifies_cell(row)} | "
                      f"{'met' if row['meets_target'] else '-'} |")
     lines.append("")
     if selected:
@@ -197,5 +207,5 @@ def markdown_lines(rows, selected):
                      f"{selected['tail_score_bonus']:g}; target {'met' if selected['meets_target'] else 'NOT met'} "
                      "on test.")
     else:
-        lines.append("No row reaches the validation threshold.")
+        lines.append("No selectable row reaches the validation threshold.")
     return lines

@@ -261,7 +261,7 @@ def bonus_sweep(grid, cache_root):
             seeds[label] = [record["seed"] for record in grid.rows[label]]
     if "SASRec" not in groups:
         return None
-    return bonus.sweep_table(groups, "SASRec", seeds=seeds)
+    return bonus.sweep_table(groups, "SASRec", seeds=seeds, min_runs=len(groups["SASRec"]))
 
 
 def bonus_section(sweep):
@@ -270,7 +270,8 @@ def bonus_section(sweep):
              "bonus). Each run's best checkpoint is ranked under the grid's bonuses; rows pool seeds; ratios "
              "and paired t-tests over test users against SASRec at bonus 0. Selected: the highest valid tail "
              "NDCG@10 among rows whose valid NDCG@10 is at least SASRec's mean minus one std (validation "
-             "only); target: test HR@10 and NDCG@10 not significantly below SASRec (p >= 0.05 or a higher "
+             "only) and that have as many seeds as SASRec (a row with fewer, a screen, is shown but not "
+             "selected: 3 seeds for any claim); target: test HR@10 and NDCG@10 not significantly below SASRec (p >= 0.05 or a higher "
              f"mean) and tail HR@10 at least {TARGET_RATIO:g}x SASRec's. Caveat: the checkpoints were early-stopped "
              "without the extra bonus.", ""]
     if sweep is None:
