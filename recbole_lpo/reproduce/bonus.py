@@ -185,7 +185,7 @@ def qualifies_cell(row):
     if not row["qualifies"]:
         return "no"
     n = len(row["seeds"])
-    return f"yes (screen: {n} seed{'' if n == 1 else 's'}, not selectable)" if row.get("screen_only") else "yes"
+    return f"yes (screen: {n} seed{'' if n == 1 else 's'}, not selectable)" if row["screen_only"] else "yes"
 
 
 def markdown_lines(rows, selected):

@@ -37,7 +37,6 @@ _LPO_DEFAULTS = {}
 for _name in ("overall.yaml", "model/LPO4Rec.yaml"):  # the files Config reads the LPO keys from, in order
     with open(PROPERTIES_DIR / _name, encoding="utf-8") as _f:
         _LPO_DEFAULTS.update(yaml.safe_load(_f) or {})
-# whether --model=LPO4Rec (its YAML defaults) trains the paper's values: then its row is the paper's
 
 
 def defaults_are(values):
@@ -45,6 +44,7 @@ def defaults_are(values):
     return all(_LPO_DEFAULTS.get(key) == value for key, value in values.items())
 
 
+# whether --model=LPO4Rec trains the paper's values: then its row is the paper's
 DEFAULTS_ARE_PAPER = defaults_are(LPO_PAPER)
 LPO_ON_BUILTIN = dict(LPO_PAPER, preference_loss="lpo")
 REFERENCE = {"ref_model_path": "SASRec"}  # config key -> label of the run whose best checkpoint it loads

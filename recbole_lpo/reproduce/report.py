@@ -271,9 +271,9 @@ def bonus_section(sweep):
              "and paired t-tests over test users against SASRec at bonus 0. Selected: the highest valid tail "
              "NDCG@10 among rows whose valid NDCG@10 is at least SASRec's mean minus one std (validation "
              "only) and that have as many seeds as SASRec (a row with fewer, a screen, is shown but not "
-             "selected: 3 seeds for any claim); target: test HR@10 and NDCG@10 not significantly below SASRec (p >= 0.05 or a higher "
-             f"mean) and tail HR@10 at least {TARGET_RATIO:g}x SASRec's. Caveat: the checkpoints were early-stopped "
-             "without the extra bonus.", ""]
+             "selected: 3 seeds for any claim); target: test HR@10 and NDCG@10 not significantly below "
+             f"SASRec (p >= 0.05 or a higher mean) and tail HR@10 at least {TARGET_RATIO:g}x SASRec's. "
+             "Caveat: the checkpoints were early-stopped without the extra bonus.", ""]
     if sweep is None:
         return lines + ["Not available: SASRec's runs have no tail-bonus records.", ""]
     rows, threshold, selected = sweep
