@@ -90,12 +90,18 @@ def test_grid_trains_writes_tables_and_plots(finished_grid):
     assert "Selected on validation: " in report
     selection = json.loads((workdir / "out" / "tiny-fast-selection.json").read_text())
     assert selection["tail_score_bonus"]["selected"][0] in LABELS
-    # the headline rows (README table): SASRec is the baseline; LPO4Rec's defaults are the paper's values
+    # the headline rows (README table): SASRec is the baseline; the paper row is its own row unless
+    # LPO4Rec's defaults are the paper's values (then one row), and the defaults' row has not run here
     headline = json.loads((workdir / "out" / "tiny-fast-headline.json").read_text())
     assert headline["profile"] == "fast" and headline["dataset"] == "tiny"
     rows = {row["row"]: row for row in headline["rows"]}
     assert rows["SASRec"]["baseline"] and rows["SASRec"]["test"]["hit@10"]["ratio"] == pytest.approx(1.0)
-    lpo = rows["LPO4Rec (default = paper values)"]
+    if catalogue.DEFAULTS_ARE_PAPER:
+        lpo = rows["LPO4Rec (default = paper values)"]
+    else:
+        lpo = rows["LPO4Rec (paper values)"]
+        assert rows["LPO4Rec (default)"]["test"] is None and "| tiny | LPO4Rec (default) | not run |" in \
+            (workdir / "out" / "headline-fast.md").read_text()
     lpo_record = next(r for r in records.values() if r["reproduce"]["label"] == "LPO4Rec (paper)")
     sas_record = next(r for r in records.values() if r["reproduce"]["label"] == "SASRec")
     for metric in ("hit@10", "tailndcg@10"):
@@ -491,3 +497,30 @@ def test_frontier_points_are_seed_means():
     assert [p[0] for p in points] == ["SASRec", "R2Rec", "MELT"]
     assert points[0][1:] == pytest.approx((0.09, 0.04)) and points[1][1:] == (0.07, 0.06)
     assert [p[0] for p in pareto_front(points)] == ["R2Rec", "SASRec"]  # MELT is dominated
+
+
+def test_provenance_counts_a_run_shared_by_two_labels_once():
+    """--model=LPO4Rec and the screened setting it defaults to resolve to one config, so one key: the
+    report's run count, adopted files and cost count that run once."""
+    from types import SimpleNamespace
+
+    from recbole_lpo.reproduce.report import Grid, provenance
+
+    def record(name, seconds):
+        return {"git_commit": "abc", "adopted_from": name, "n_tail_items": 2, "tail_ratio": 0.2,
+                "tail_set_hash": "h", "tail_user_share": 0.5,
+                "machine": {"processor": "x86_64", "cpu_count": 2, "device": "cpu", "torch": "2", "torch_threads": 1},
+                "reproduce": {"train_seconds": seconds, "bonus_seconds": 0, "threads": 1}}
+
+    screen = catalogue.screen_label(catalogue.SCREEN[2])
+    runs = [(screen, 2020, "k0", record("shared.json.gz", 3600)), ("LPO4Rec", 2020, "k0", record("shared.json.gz", 3600)),
+            ("LPO4Rec", 2021, "k1", record("own.json.gz", 1800))]
+    resolved, records = [], {}
+    for label, seed, key, rec in runs:
+        run = catalogue.Run(label, "d", seed, "cpu")
+        resolved.append(SimpleNamespace(run=run, key=key, code="c"))
+        records[run] = rec
+    text = "\n".join(provenance(Grid("d", resolved, records)))
+    assert "2 runs: own.json.gz, shared.json.gz" in text
+    assert "- cost: 1.5 thread-hours of wall time (training, test and the bonus ranking) over the 2 runs" in text
+    assert "- runs: 2;" in text

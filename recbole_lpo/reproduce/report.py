@@ -176,8 +176,18 @@ def ttest_rows(grid, metrics):
     return lines
 
 
+def unique_records(grid):
+    """Every finished run once: two labels with the same resolved config (``--model=LPO4Rec`` and the
+    screened setting it defaults to) share their runs' keys, and a run counts once."""
+    by_key = {}
+    for label, rows in grid.rows.items():
+        for key, record in zip(grid.keys[label], rows):
+            by_key.setdefault(key, record)
+    return list(by_key.values())
+
+
 def provenance(grid):
-    records = [r for rows in grid.rows.values() for r in rows]
+    records = unique_records(grid)
     commits = sorted({r["git_commit"] or "unknown" for r in records})
     machines = sorted({f"{r['machine']['processor']} x{r['machine']['cpu_count']}, "
                        f"{r['machine'].get('gpu') or r['machine']['device']}, torch {r['machine']['torch']}, "
