@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from recbole_lpo.reproduce.stats import mean_std, paired_ttest, per_user_values, seed_mean  # noqa: E402
+from recbole_lpo.reproduce.stats import mean_std, mean_std_text, paired_ttest, per_user_values, seed_mean  # noqa: E402
 
 SETTING_KEYS = ("preference_loss", "lpo_lambda", "lpo_tau", "neg_count", "neg_sampler", "neg_pool", "reweight",
                 "alpha_tail", "alpha_head", "pref_warmup_epochs", "tail_score_bonus")
@@ -55,7 +55,7 @@ def pooled_table(records):
             reference = sum(base_users[metric].values()) / len(base_users[metric])
             _, _, _, p = paired_ttest(users, base_users[metric])
             ratio = (sum(users.values()) / len(users)) / reference if reference else math.nan
-            cells.append(f"{mean:.4f} ± {std:.4f} ({ratio:.2f}x, p={p:.2g})")
+            cells.append(f"{mean_std_text(mean, std, len(runs))} ({ratio:.2f}x, p={p:.2g})")
         epochs = ", ".join(f"{r['epochs_trained']} ({r['best_epoch']})" for r in runs)
         valid = [mean_std([r["best_valid_result"][m] for r in runs])[0] for m in ("ndcg@10", "tailndcg@10")]
         print(f"| {label} | {', '.join(str(r['seed']) for r in runs)} | {epochs} | {valid[0]:.4f} | {valid[1]:.4f} | "

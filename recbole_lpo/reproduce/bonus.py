@@ -39,7 +39,7 @@ from recbole_lpo.data.head_tail import head_tail_split
 from recbole_lpo.errors import UserInputError
 from recbole_lpo.inference import load_data_and_model
 from recbole_lpo.reproduce.stats import (TARGET_METRICS, TARGET_RATIO, baseline_means, compare, mean_std,
-                                         meets_target, per_user_values)
+                                         mean_std_text, meets_target, per_user_values)
 from recbole_lpo.rescoring import ranks_under_bonuses, tail_share_under_bonuses
 
 BONUSES = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)  # the grid's; 0 is always added
@@ -168,6 +168,7 @@ def sweep_table(groups, baseline, target_ratio=TARGET_RATIO, seeds=None, min_run
             valid = [r[("valid", bonus)] for r in runs]
             test = [r[("test", bonus)] for r in runs]
             row = {"setting": label, "tail_score_bonus": bonus, "seeds": sorted((seeds or {}).get(label, [])),
+                   "runs": len(runs),
                    "valid_ndcg@10": mean_std([metric_mean(v, "ndcg@10") for v in valid]),
                    "valid_tailndcg@10": mean_std([metric_mean(v, "tailndcg@10") for v in valid]),
                    "test": compare(test, base_test, TEST)}
@@ -184,7 +185,7 @@ def sweep_table(groups, baseline, target_ratio=TARGET_RATIO, seeds=None, min_run
 def qualifies_cell(row):
     if not row["qualifies"]:
         return "no"
-    n = len(row["seeds"])
+    n = row["runs"]
     return f"yes (screen: {n} seed{'' if n == 1 else 's'}, not selectable)" if row["screen_only"] else "yes"
 
 
@@ -194,7 +195,7 @@ def markdown_lines(rows, selected):
              + " | ".join(f"test {m} (ratio, p)" for m in TEST) + f" | test {SHARE} | qualifies | target |",
              "|---|---|---|---|" + "---|" * len(TEST) + "---|---|---|"]
     for row in rows:
-        cells = [f"{t['mean_std'][0]:.4f} ± {t['mean_std'][1]:.4f} ({t['ratio']:.2f}x, "
+        cells = [f"{mean_std_text(*t['mean_std'], row['runs'])} ({t['ratio']:.2f}x, "
                  + ("—)" if math.isnan(t["p"]) else f"p={t['p']:.2g})") for t in (row["test"][m] for m in TEST)]
         mark = " **selected**" if row is selected else ""
         lines.append(f"| {row['setting']}{mark} | {row['tail_score_bonus']:g} | {row['valid_ndcg@10'][0]:.4f} | "

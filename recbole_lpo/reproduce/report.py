@@ -20,7 +20,7 @@ from recbole_lpo.reproduce import bonus
 from recbole_lpo.reproduce.cache import RunCache
 from recbole_lpo.reproduce.runner import check_comparable, load_records
 from recbole_lpo.reproduce.stats import (TARGET_METRICS, TARGET_RATIO, baseline_means, compare, mean_std,
-                                         meets_target, paired_ttest, seed_mean, select_default)
+                                         mean_std_text, meets_target, paired_ttest, seed_mean, select_default)
 
 OVERALL = ["hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 TAIL = ["tail" + m for m in OVERALL]
@@ -340,9 +340,8 @@ def headline_rows(grid, sweep):
     return rows
 
 
-def headline_cell(comparison, baseline):
-    mean, std = comparison["mean_std"]
-    text = f"{mean:.4f} ± {std:.4f}"
+def headline_cell(comparison, baseline, runs):
+    text = mean_std_text(*comparison["mean_std"], runs)
     if baseline:
         return text
     p = "no variance" if comparison["p"] is None or math.isnan(comparison["p"]) else f"p={comparison['p']:.2g}"
@@ -362,7 +361,7 @@ def headline_markdown(rows, profile):
             lines.append(f"| {row['dataset']} | {row['row']} | not run | " + " | ".join("—" for _ in TARGET_METRICS)
                          + " | |")
             continue
-        cells = [headline_cell(row["test"][m], row["baseline"]) for m in TARGET_METRICS]
+        cells = [headline_cell(row["test"][m], row["baseline"], len(row["seeds"])) for m in TARGET_METRICS]
         capped = CAPPED if any(capped for *_, capped in row["epochs"]) else ""
         target = "" if row["meets_target"] is None else ("**met**" if row["meets_target"] else "not met")
         lines.append(f"| {row['dataset']} | {row['row']}{capped} | {len(row['seeds'])} | " + " | ".join(cells)

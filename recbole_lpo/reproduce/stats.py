@@ -64,6 +64,11 @@ def mean_std(values):
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def mean_std_text(mean, std, runs, digits=4):
+    """``mean ± std`` over ``runs`` seeds; the mean alone for one seed (no spread was measured)."""
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if runs > 1 else "")
+
+
 def select_default(candidates, baseline_valid, metric="ndcg@10", target="tailndcg@10"):
     """The candidate with the highest valid ``target`` among those whose valid ``metric`` is at
     least mean - std of ``baseline_valid`` (SASRec over seeds).
