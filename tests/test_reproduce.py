@@ -193,6 +193,30 @@ def test_adopt_adds_runs_trained_outside_the_grid(finished_grid, tmp_path):
         f"error: {tmp_path / 'notes.json'} is not a run's result JSON (no model, dataset, seed, config, test_result)")
 
 
+def test_tables_only_names_the_runs_missing_from_the_cache(finished_grid, tmp_path):
+    """--tables-only never trains: runs not in the cache are named per data set (their rows left
+    out), and a cache holding none of the planned runs is one error line, not an empty folder."""
+    empty = run_grid(tmp_path, "--tables-only")
+    assert empty.returncode == 2 and empty.stderr.strip() == (
+        f"error: none of the 2 planned runs is in the cache {tmp_path / 'cache'} "
+        "(train them without --tables-only, or add result JSONs with --adopt)")
+    assert not (tmp_path / "out").exists()
+
+    workdir, _ = finished_grid
+    partial = tmp_path / "partial"
+    shutil.copytree(workdir / "cache", partial / "cache")
+    (partial / "cache" / "bonus").mkdir(exist_ok=True)
+    for path in (partial / "cache" / "runs").glob("*.json"):
+        if json.loads(path.read_text())["reproduce"]["label"] == "LPO4Rec (paper)":
+            path.unlink()
+    out = run_grid(partial, "--tables-only")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (f"tiny: 1 of 2 planned runs not in the cache {partial / 'cache'}; their rows are left out"
+            in out.stderr)
+    report = (partial / "out" / "tiny-fast.md").read_text()
+    assert "| SASRec | 1 |" in report and "| LPO4Rec (paper) | 1 |" not in report
+
+
 def test_code_version_of_a_past_commit():
     """A run's code version from its git commit: the last commit touching the model's code at or
     before it; unknown for a dirty or unknown commit."""

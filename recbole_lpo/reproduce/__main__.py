@@ -22,8 +22,9 @@ of the cache for ``--adopt``.
 
 import argparse
 import sys
+from collections import Counter
 
-from recbole_lpo.errors import run_cli
+from recbole_lpo.errors import UserInputError, run_cli
 from recbole_lpo.reproduce.cache import RunCache
 from recbole_lpo.reproduce.catalogue import DATASETS, DEFAULT_GROUPS, GROUPS, SEEDS, plan
 from recbole_lpo.reproduce.report import write_reports
@@ -59,6 +60,21 @@ def build_parser():
     return parser
 
 
+def check_cached(resolved, cache_root):
+    """``--tables-only``: one line per data set with planned runs missing from the cache (their
+    rows are left out); an error when none of the planned runs is cached (no table to write)."""
+    cache = RunCache(cache_root)
+    planned = Counter(item.run.dataset for item in resolved)
+    missing = Counter(item.run.dataset for item in resolved if not cache.get(item.key))
+    if missing and missing == planned:
+        raise UserInputError(f"none of the {sum(planned.values())} planned runs is in the cache {cache_root} "
+                             "(train them without --tables-only, or add result JSONs with --adopt)")
+    for dataset, count in missing.items():
+        print(f"{dataset}: {count} of {planned[dataset]} planned runs not in the cache {cache_root}; "
+              "their rows are left out (train them without --tables-only, or --adopt their result JSONs)",
+              file=sys.stderr, flush=True)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     user_overrides = parse_overrides(args.set)
@@ -73,7 +89,9 @@ def main(argv=None):
             print(f"{item.key}  {state:8}  {item.run.dataset}  seed {item.run.seed}  {item.run.label}")
         return
     failed = {}
-    if not args.tables_only:
+    if args.tables_only:
+        check_cached(resolved, args.cache)
+    else:
         failed = execute(resolved, args.cache, jobs=args.jobs, threads=args.threads,
                          log=lambda msg: print(msg, flush=True))
     for path in write_reports(resolved, args, user_overrides):
