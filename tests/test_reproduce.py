@@ -205,7 +205,6 @@ def test_tables_only_names_the_runs_missing_from_the_cache(finished_grid, tmp_pa
     workdir, _ = finished_grid
     partial = tmp_path / "partial"
     shutil.copytree(workdir / "cache", partial / "cache")
-    (partial / "cache" / "bonus").mkdir(exist_ok=True)
     for path in (partial / "cache" / "runs").glob("*.json"):
         if json.loads(path.read_text())["reproduce"]["label"] == "LPO4Rec (paper)":
             path.unlink()
