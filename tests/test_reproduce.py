@@ -349,7 +349,7 @@ def test_grid_waits_for_a_slot_held_by_another_grid_command(tmp_path, monkeypatc
     def fake_start(item, cache_, threads):
         started.append(other.poll())  # the other command's training has ended by now
         cache_.put(item.key, {"model": "SASRec"})
-        return SimpleNamespace(poll=lambda: 0, returncode=0), item, 0.0, open(tmp_path / "log", "w")
+        return SimpleNamespace(poll=lambda: 0, returncode=0), item, 0.0, open(tmp_path / "log", "w"), None
 
     monkeypatch.setattr(runner, "_start", fake_start)
     run = SimpleNamespace(label="SASRec", dataset="d", seed=1, experiment=SimpleNamespace(model="SASRec"))
@@ -548,3 +548,69 @@ def test_provenance_counts_a_run_shared_by_two_labels_once():
     assert "2 runs: own.json.gz, shared.json.gz" in text
     assert "- cost: 1.5 thread-hours of wall time (training, test and the bonus ranking) over the 2 runs" in text
     assert "- runs: 2;" in text
+
+
+KILL_HOOK = """
+import os
+if os.environ.get("KILL_AFTER_VALIDATIONS"):  # this test's worker: die like a killed process
+    import recbole_lpo.trainer as trainer_module
+    valid_epoch, calls = trainer_module.Trainer._valid_epoch, []
+    def valid_then_die(self, *args, **kwargs):
+        result = valid_epoch(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == int(os.environ["KILL_AFTER_VALIDATIONS"]):
+            os._exit(9)
+        return result
+    trainer_module.Trainer._valid_epoch = valid_then_die
+"""
+
+
+def test_interrupted_run_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
+    """A grid run whose worker dies after epoch 1 resumes on the next call from its checkpoint
+    (not from epoch 0) and caches the result an uninterrupted run gets; the cost counts both attempts."""
+    from recbole_lpo.reproduce.runner import interrupted_checkpoint
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(KILL_HOOK)  # imported by every Python started with it on the path
+    extra = ("epochs=4", "learning_rate=0.01")
+    uninterrupted_dir, interrupted_dir = tmp_path / "uninterrupted", tmp_path / "interrupted"
+    for folder in (uninterrupted_dir, interrupted_dir):
+        folder.mkdir()
+    assert run_grid(uninterrupted_dir, *extra, labels=["SASRec"]).returncode == 0
+
+    killed_env = dict(CHECKOUT_ENV, KILL_AFTER_VALIDATIONS="2",
+                      PYTHONPATH=os.pathsep.join([str(hook), CHECKOUT_ENV["PYTHONPATH"]]))
+    killed = subprocess.run(grid_command(interrupted_dir, *extra, labels=["SASRec"]), capture_output=True,
+                            text=True, cwd=interrupted_dir, timeout=600, env=killed_env)
+    assert "FAILED SASRec / tiny / seed 2020: exit 9" in killed.stdout, killed.stdout + killed.stderr[-2000:]
+    assert not cached_records(interrupted_dir)
+    (key,) = [p.name for p in (interrupted_dir / "cache" / "checkpoints").iterdir()]
+    checkpoint, epoch = interrupted_checkpoint(interrupted_dir / "cache" / "checkpoints" / key)
+    assert checkpoint is not None and epoch in (0, 1)
+
+    resumed = run_grid(interrupted_dir, *extra, labels=["SASRec"])
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert f"resume SASRec / tiny / seed 2020 (key {key}; from {checkpoint.name}, best epoch {epoch})" \
+        in resumed.stdout
+    (expected,), (record,) = cached_records(uninterrupted_dir).values(), cached_records(interrupted_dir).values()
+    assert record["reproduce"]["key"] == expected["reproduce"]["key"] == key  # where checkpoints go is no setting
+    assert record["epochs_trained"] == expected["epochs_trained"] == 4
+    assert record["test_result"] == expected["test_result"] and record["per_user"] == expected["per_user"]
+    assert record["best_valid_score"] == expected["best_valid_score"]
+    assert record["reproduce"]["resumed_from"] == checkpoint.name
+    assert record["reproduce"]["earlier_attempts_seconds"] > 0
+    assert "resumed from" in (interrupted_dir / "cache" / "logs" / f"{key}.log").read_text()
+    attempts = json.loads((interrupted_dir / "cache" / "checkpoints" / key / "attempts.json").read_text())
+    assert len(attempts) == 2 and attempts[0]["ended"] >= attempts[0]["started"]
+    assert interrupted_checkpoint(interrupted_dir / "cache" / "checkpoints" / key) == (None, None)  # finished
+    assert "1 of them resumed after an interrupted attempt" in (interrupted_dir / "out" / "tiny-fast.md").read_text()
+
+
+def test_headline_cell_without_a_ratio():
+    """SASRec's mean 0 (no tail hit on a small data set): the ratio is undefined, shown as —."""
+    from recbole_lpo.reproduce.report import headline_cell
+
+    for ratio in (None, math.nan):
+        assert headline_cell({"mean_std": [0.0769, None], "ratio": ratio, "p": 0.34}, False, 1) == "0.0769 (—, p=0.34)"
+    assert headline_cell({"mean_std": [0.3, None], "ratio": 1.5, "p": 0.01}, False, 1) == "0.3000 (1.50x, p=0.01)"

@@ -201,11 +201,14 @@ def provenance(grid):
              + ", ".join(adopted)] if adopted else []
     timed = [r["reproduce"] for r in records if "train_seconds" in r.get("reproduce", {})]
     if timed:
-        hours = sum((t["train_seconds"] + t["bonus_seconds"]) * t["threads"] for t in timed) / 3600
+        hours = sum((t["train_seconds"] + t["bonus_seconds"] + t.get("earlier_attempts_seconds", 0)) * t["threads"]
+                    for t in timed) / 3600
+        resumed = sum("resumed_from" in t for t in timed)
         lines.append(f"- cost: {hours:.1f} thread-hours of wall time (training, test and the bonus ranking) over "
                      f"the {len(timed)} runs the grid timed" + (f"; {len(records) - len(timed)} runs untimed "
                                                                  "(adopted, or trained before timing)"
-                                                                 if len(timed) < len(records) else ""))
+                                                                 if len(timed) < len(records) else "")
+                     + (f"; {resumed} of them resumed after an interrupted attempt (counted)" if resumed else ""))
     dirty = any(c.endswith("-dirty") for c in commits)
     return lines + [f"- runs: {len(records)}; repository commits at run time: {', '.join(c[:12] + ('-dirty' if c.endswith('-dirty') else '') for c in commits)}"
             + (" (-dirty: uncommitted files elsewhere in the tree)" if dirty else ""),
@@ -345,7 +348,9 @@ def headline_cell(comparison, baseline, runs):
     if baseline:
         return text
     p = "no variance" if comparison["p"] is None or math.isnan(comparison["p"]) else f"p={comparison['p']:.2g}"
-    return text + f" ({comparison['ratio']:.2f}x, {p})"
+    ratio = comparison["ratio"]  # None (NaN in a JSON file) when SASRec's mean is 0
+    ratio = "—" if ratio is None or math.isnan(ratio) else f"{ratio:.2f}x"
+    return text + f" ({ratio}, {p})"
 
 
 def headline_markdown(rows, profile):

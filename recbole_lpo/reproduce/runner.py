@@ -7,6 +7,15 @@ it loads (DPO's reference, CITIES's base model). Finished runs land in the
 cache; a finished key is never trained again. A run in training holds a lock
 (``<cache>/running/<key>``, the worker's pid), so two grid commands can share a
 cache: each waits for the other's runs instead of training them twice.
+
+A run keeps its checkpoints in ``<cache>/checkpoints/<key>/``. A run that did
+not finish (its process killed: a session's end, a reboot, Ctrl-C) resumes
+on the next call from its newest unfinished checkpoint there, through the
+trainer's ``resume_checkpoint``: from its best epoch so far, replaying the
+epochs after it with the same random state, so it ends with the metrics of an
+uninterrupted run. ``<key>/attempts.json`` logs each attempt's start and, for
+an interrupted one, its end (the last write to the run's log), so the cost
+the report sums counts every attempt.
 """
 
 import gzip
@@ -21,6 +30,7 @@ from dataclasses import dataclass
 from logging import getLogger
 from pathlib import Path
 
+from recbole_lpo.checkpoint import read_checkpoint
 from recbole_lpo.config import Config
 from recbole_lpo.errors import UserInputError
 from recbole_lpo.paths import PROJECT_ROOT
@@ -32,7 +42,7 @@ from recbole_lpo.runtime import MALLOC_ENV  # the workers keep freed memory (run
 
 
 
-TIMING = ("threads", "train_seconds", "bonus_seconds")  # what a grid worker records of its run's cost
+TIMING = ("threads", "train_seconds", "bonus_seconds", "earlier_attempts_seconds", "resumed_from")  # what a grid worker records of its run's cost
 
 
 @dataclass
@@ -213,7 +223,7 @@ def execute(resolved, cache_root, jobs=1, threads=1, log=print, poll=1.0):
     needs_of = {item.key: [v[4:] for v in item.config_dict.values() if isinstance(v, str) and v.startswith("run:")]
                 for item in resolved}
     while todo or running:
-        for key, (proc, item, started, log_file) in list(running.items()):
+        for key, (proc, item, started, log_file, _) in list(running.items()):
             if proc.poll() is None:
                 continue
             log_file.close()
@@ -260,7 +270,9 @@ def execute(resolved, cache_root, jobs=1, threads=1, log=print, poll=1.0):
                 log(f"skipped {item.run.label} / seed {item.run.seed}: {failed[item.key]}")
                 continue
             running[item.key] = _start(item, cache, threads)
-            log(f"start {item.run.label} / {item.run.dataset} / seed {item.run.seed} (key {item.key})")
+            resumed = running[item.key][4]
+            log(f"{'resume' if resumed else 'start'} {item.run.label} / {item.run.dataset} / seed {item.run.seed} "
+                f"(key {item.key}" + (f"; from {resumed}" if resumed else "") + ")")
         if running or waiting:
             time.sleep(poll)
         elif todo:  # nothing running and nothing startable: unresolvable dependencies
@@ -316,23 +328,65 @@ def _unlock(cache, key):
 
 
 def _start(item, cache, threads):
+    """Start the worker of ``item``: ``(process, item, start time, log file, resumed)``, where
+    ``resumed`` names the checkpoint and epoch an interrupted attempt is resumed from, or is None."""
     config_dict = dict(item.config_dict)
     for config_key, value in item.config_dict.items():
         if isinstance(value, str) and value.startswith("run:"):
             config_dict[config_key] = cache.get(value[4:])["checkpoint"]
-    config_dict.update({"checkpoint_dir": str(cache.root / "checkpoints"),
-                        "result_dir": str(cache.root / "incoming" / item.key)})
+    checkpoints = cache.root / "checkpoints" / item.key
+    log_path = cache.root / "logs" / f"{item.key}.log"
+    resume, epoch = interrupted_checkpoint(checkpoints)
+    earlier_seconds = _new_attempt(checkpoints, log_path)
+    config_dict.update({"checkpoint_dir": str(checkpoints), "result_dir": str(cache.root / "incoming" / item.key)})
     payload = {"model": item.run.experiment.model, "dataset": item.run.dataset, "config_dict": config_dict,
                "config_files": item.config_files, "key": item.key, "cache_root": str(cache.root),
-               "threads": threads, "spec": _spec(item)}
-    (cache.root / "logs").mkdir(parents=True, exist_ok=True)
-    log_file = open(cache.root / "logs" / f"{item.key}.log", "w")
+               "threads": threads, "spec": _spec(item), "resume": resume and str(resume),
+               "earlier_attempts_seconds": earlier_seconds}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = open(log_path, "a" if resume else "w")  # a resumed run's log follows its earlier attempts'
+    resumed = f"{resume.name}, best epoch {epoch}" if resume else None
+    if resume:
+        log_file.write(f"\n=== resumed from {resumed} ===\n")
+        log_file.flush()
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), **MALLOC_ENV)
     proc = subprocess.Popen([sys.executable, "-m", "recbole_lpo.reproduce.worker", json.dumps(payload)],
                             stdout=log_file, stderr=subprocess.STDOUT, env=env)
     _lock_path(cache, item.key).parent.mkdir(parents=True, exist_ok=True)
     _lock_path(cache, item.key).write_text(str(proc.pid))
-    return proc, item, time.time(), log_file
+    return proc, item, time.time(), log_file, resumed
+
+
+def interrupted_checkpoint(folder):
+    """``(path, epoch)`` of the newest unfinished checkpoint in a run's checkpoint folder (the
+    best epoch so far of an attempt that did not end), or ``(None, None)``: no checkpoint yet,
+    or the newest one's run finished (then the run trains from the start)."""
+    folder = Path(folder)
+    checkpoints = sorted(folder.glob("*.pth"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    if not checkpoints:
+        return None, None
+    state = read_checkpoint(checkpoints[-1])
+    if state.get("finished"):
+        return None, None
+    return checkpoints[-1], state["epoch"]
+
+
+def _new_attempt(folder, log_path):
+    """Log a new attempt of the run in ``<folder>/attempts.json``; returns the wall seconds of the
+    earlier attempts (an interrupted attempt ended at the last write to the run's log)."""
+    ledger = Path(folder) / "attempts.json"
+    attempts = json.loads(ledger.read_text()) if ledger.is_file() else []
+    for attempt in attempts:
+        if attempt.get("ended") is None:
+            last_write = log_path.stat().st_mtime if log_path.is_file() else attempt["started"]
+            attempt["ended"] = max(attempt["started"], last_write)
+    earlier = sum(a["ended"] - a["started"] for a in attempts)
+    attempts.append({"started": time.time(), "ended": None})
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ledger.with_suffix(".tmp")
+    tmp.write_text(json.dumps(attempts))
+    os.replace(tmp, ledger)
+    return round(earlier, 1)
 
 
 def load_records(resolved, cache_root):

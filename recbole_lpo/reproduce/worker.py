@@ -5,6 +5,8 @@ users under the grid's tail score bonuses (``recbole_lpo.reproduce.bonus``,
 one scoring pass), then moves the result JSON into the cache under the run's
 key with the grid spec added (``reproduce``, with the wall seconds of the
 training and of the ranking, and the torch threads: the cost the report sums).
+A run resumed after an interrupted attempt (``runner.interrupted_checkpoint``)
+also records the checkpoint it resumed from and its earlier attempts' seconds.
 """
 
 import json
@@ -24,7 +26,7 @@ def main(payload):
     torch.set_num_threads(payload["threads"])
     started = time.monotonic()
     result = run_recbole_lpo(payload["model"], payload["dataset"], config_file_list=payload["config_files"] or None,
-                             config_dict=payload["config_dict"], saved=True)
+                             config_dict=payload["config_dict"], saved=True, resume=payload.get("resume"))
     with open(result["result_file"], encoding="utf-8") as f:
         record = json.load(f)
     trained = time.monotonic()
@@ -34,6 +36,9 @@ def main(payload):
     save_records(bonus_path, *score_checkpoint(result["checkpoint"]))
     record["reproduce"] = dict(payload["spec"], threads=payload["threads"], train_seconds=round(trained - started, 1),
                                bonus_seconds=round(time.monotonic() - trained, 1))
+    if payload.get("resume"):
+        record["reproduce"].update(resumed_from=os.path.basename(payload["resume"]),
+                                   earlier_attempts_seconds=payload["earlier_attempts_seconds"])
     cache.put(payload["key"], record)
     shutil.rmtree(os.path.dirname(result["result_file"]), ignore_errors=True)
 
