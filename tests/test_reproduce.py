@@ -588,6 +588,8 @@ def test_interrupted_run_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
     (key,) = [p.name for p in (interrupted_dir / "cache" / "checkpoints").iterdir()]
     checkpoint, epoch = interrupted_checkpoint(interrupted_dir / "cache" / "checkpoints" / key)
     assert checkpoint is not None and epoch in (0, 1)
+    dry = run_grid(interrupted_dir, *extra, "--dry-run", labels=["SASRec"])
+    assert f"{key}  to resume (best epoch {epoch})  tiny  seed 2020  SASRec" in dry.stdout, dry.stdout + dry.stderr
 
     resumed = run_grid(interrupted_dir, *extra, labels=["SASRec"])
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]

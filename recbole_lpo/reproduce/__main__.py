@@ -28,7 +28,7 @@ from recbole_lpo.errors import UserInputError, run_cli
 from recbole_lpo.reproduce.cache import RunCache
 from recbole_lpo.reproduce.catalogue import DATASETS, DEFAULT_GROUPS, GROUPS, SEEDS, plan
 from recbole_lpo.reproduce.report import write_reports
-from recbole_lpo.reproduce.runner import adopt, execute, export, resolve
+from recbole_lpo.reproduce.runner import adopt, execute, export, resolve, run_state
 from recbole_lpo.utils import parse_overrides
 
 
@@ -83,9 +83,8 @@ def main(argv=None):
     if args.adopt:
         adopt(args.adopt, resolved, args.cache, log=lambda msg: print(msg, flush=True), dry_run=args.dry_run)
     if args.dry_run:
-        cache = RunCache(args.cache)
         for item in resolved:
-            state = "cached" if cache.get(item.key) else "to train"
+            state = run_state(args.cache, item.key)
             print(f"{item.key}  {state:8}  {item.run.dataset}  seed {item.run.seed}  {item.run.label}")
         return
     failed = {}

@@ -282,6 +282,18 @@ def execute(resolved, cache_root, jobs=1, threads=1, log=print, poll=1.0):
     return failed
 
 
+def run_state(cache_root, key):
+    """What a call would do with run ``key`` (``--dry-run``): cached, training (by another
+    call), to resume (an interrupted attempt's best epoch) or to train."""
+    cache = RunCache(cache_root)
+    if cache.get(key) is not None:
+        return "cached"
+    if _locked(cache, key):
+        return "training"
+    checkpoint, epoch = interrupted_checkpoint(cache.root / "checkpoints" / key)
+    return f"to resume (best epoch {epoch})" if checkpoint else "to train"
+
+
 def _missing_checkpoint(cache, deps):
     """Why a run cannot load its dependencies' checkpoints, or None: a cached run adopted with
     ``--adopt`` (or whose checkpoint was deleted) has its result but not its weights."""
