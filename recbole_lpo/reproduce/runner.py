@@ -42,7 +42,8 @@ from recbole_lpo.runtime import MALLOC_ENV  # the workers keep freed memory (run
 
 
 
-TIMING = ("threads", "train_seconds", "bonus_seconds", "earlier_attempts_seconds", "resumed_from")  # what a grid worker records of its run's cost
+# what a grid worker records of its run's cost
+TIMING = ("threads", "train_seconds", "bonus_seconds", "earlier_attempts_seconds", "resumed_from")
 
 
 @dataclass

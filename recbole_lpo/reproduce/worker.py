@@ -5,8 +5,8 @@ users under the grid's tail score bonuses (``recbole_lpo.reproduce.bonus``,
 one scoring pass), then moves the result JSON into the cache under the run's
 key with the grid spec added (``reproduce``, with the wall seconds of the
 training and of the ranking, and the torch threads: the cost the report sums).
-A run resumed after an interrupted attempt (``runner.interrupted_checkpoint``)
-also records the checkpoint it resumed from and its earlier attempts' seconds.
+A run with interrupted attempts before it also records their wall seconds, and
+the checkpoint it resumed from (``runner.interrupted_checkpoint``) if any.
 """
 
 import json
@@ -36,9 +36,10 @@ def main(payload):
     save_records(bonus_path, *score_checkpoint(result["checkpoint"]))
     record["reproduce"] = dict(payload["spec"], threads=payload["threads"], train_seconds=round(trained - started, 1),
                                bonus_seconds=round(time.monotonic() - trained, 1))
+    if payload.get("earlier_attempts_seconds"):  # interrupted attempts, resumed from or (no checkpoint yet) not
+        record["reproduce"]["earlier_attempts_seconds"] = payload["earlier_attempts_seconds"]
     if payload.get("resume"):
-        record["reproduce"].update(resumed_from=os.path.basename(payload["resume"]),
-                                   earlier_attempts_seconds=payload["earlier_attempts_seconds"])
+        record["reproduce"]["resumed_from"] = os.path.basename(payload["resume"])
     cache.put(payload["key"], record)
     shutil.rmtree(os.path.dirname(result["result_file"]), ignore_errors=True)
 
