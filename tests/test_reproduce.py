@@ -562,6 +562,14 @@ if os.environ.get("KILL_AFTER_VALIDATIONS"):  # this test's worker: die like a k
             os._exit(9)
         return result
     trainer_module.Trainer._valid_epoch = valid_then_die
+if os.environ.get("RECORD_EPOCHS"):  # this test's worker: note each epoch it trains
+    import recbole_lpo.trainer as trainer_module
+    train_epoch = trainer_module.Trainer._train_epoch
+    def noted_train_epoch(self, train_data, epoch_idx, *args, **kwargs):
+        with open(os.environ["RECORD_EPOCHS"], "a") as f:
+            f.write(f"{epoch_idx} ")
+        return train_epoch(self, train_data, epoch_idx, *args, **kwargs)
+    trainer_module.Trainer._train_epoch = noted_train_epoch
 """
 
 
@@ -591,8 +599,12 @@ def test_interrupted_run_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
     dry = run_grid(interrupted_dir, *extra, "--dry-run", labels=["SASRec"])
     assert f"{key}  to resume (best epoch {epoch})  tiny  seed 2020  SASRec" in dry.stdout, dry.stdout + dry.stderr
 
-    resumed = run_grid(interrupted_dir, *extra, labels=["SASRec"])
+    epochs_file = tmp_path / "epochs"
+    resumed = subprocess.run(grid_command(interrupted_dir, *extra, labels=["SASRec"]), capture_output=True, text=True,
+                             cwd=interrupted_dir, timeout=600,
+                             env=dict(killed_env, KILL_AFTER_VALIDATIONS="", RECORD_EPOCHS=str(epochs_file)))
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert epochs_file.read_text().split() == [str(e) for e in range(epoch + 1, 4)]  # not from epoch 0
     assert f"resume SASRec / tiny / seed 2020 (key {key}; from {checkpoint.name}, best epoch {epoch})" \
         in resumed.stdout
     (expected,), (record,) = cached_records(uninterrupted_dir).values(), cached_records(interrupted_dir).values()
