@@ -15,6 +15,29 @@ FIXTURES = ROOT / "tests" / "fixtures"
 TINY_YAML = str(FIXTURES / "tiny.yaml")
 
 
+@pytest.fixture(autouse=True)
+def tensorboard_writers(monkeypatch):
+    """Every tensorboard writer a test opens, closed at its end.
+
+    A trainer built directly (not through ``run_recbole_lpo``) never closes
+    its writer; the writer's flush thread would outlive the test and write
+    into a temporary folder that a later test removes.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    opened = []
+    original_init = SummaryWriter.__init__
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(SummaryWriter, "__init__", init)
+    yield opened
+    for writer in opened:
+        writer.close()
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """Run in a temporary folder (RecBole writes log/ into the working directory)."""
