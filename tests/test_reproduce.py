@@ -285,6 +285,14 @@ def test_lpo4rec_default_is_selected_among_tuning_and_screened_settings():
     assert trains == catalogue.defaults_are(catalogue.EXPERIMENTS[screen[0]].overrides)
     assert f"| LPO4Rec | {screen[4]} | 0.0290 | 0.0400 | no |" in text
 
+    # none qualifies: the rule's fallback is named as such, never as a selection to adopt
+    records = {run: record for run, record in records.items() if run.label != screen[0]}
+    resolved = [item for item in resolved if item.run.label != screen[0]]
+    text = "\n".join(selection_section(Grid("d", resolved, records)))
+    assert "| LPO4Rec | LPO4Rec (paper) | 0.0200 | 0.0500 | no | fallback (none qualifies) |" in text
+    assert "no setting qualifies, so the rule falls back to its first, LPO4Rec (paper)" in text
+    assert "selected values" not in text and "**selected**" not in text
+
 
 def test_catalogue_plan_orders_dependencies_and_seeds():
     runs = catalogue.plan(["amazon-beauty"], ["table"], [1, 2, 3], "fast", labels=["DPO", "LPO4Rec (paper)"])

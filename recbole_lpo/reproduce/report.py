@@ -235,18 +235,29 @@ def selection_section(grid):
             test = grid.first_seed(label)["test_result"]
             lines.append(f"| {family} | {label} | {valid['ndcg@10']:.4f} | {valid['tailndcg@10']:.4f} | "
                          f"{'yes' if label in sel['qualifying'] else 'no'} | "
-                         f"{'**selected**' if label == sel['selected'] else ''} | {test['hit@10']:.4f} | "
+                         f"{_selection_mark(label, sel)} | {test['hit@10']:.4f} | "
                          f"{test['tailhit@10']:.4f} |")
     lines.append("")
     for family, sel in grid.selection.items():
-        note = "" if sel["qualifying"] else " (none qualifies: the default is kept)"
         incomplete = "" if sel["complete"] else " (grid incomplete)"
-        lines.append(f"- {family}: threshold {sel['threshold']:.4f}, selected **{sel['selected']}**{note}"
-                     f"{incomplete}")
+        if sel["qualifying"]:
+            lines.append(f"- {family}: threshold {sel['threshold']:.4f}, selected **{sel['selected']}**{incomplete}")
+        else:
+            lines.append(f"- {family}: threshold {sel['threshold']:.4f}; no setting qualifies, so the rule falls "
+                         f"back to its first, {sel['selected']}{incomplete}")
     lpo = grid.selection.get("LPO4Rec")
-    if lpo:
+    if lpo and lpo["qualifying"]:
         lines += lpo_default_lines(cat.EXPERIMENTS[lpo["selected"]].overrides)
+    elif lpo:
+        lines.append("- `--model=LPO4Rec`: no LPO4Rec setting in this grid qualifies, so it gives no reason to "
+                     "change the defaults (properties/model/LPO4Rec.yaml)")
     return lines + [""]
+
+
+def _selection_mark(label, sel):
+    if label != sel["selected"]:
+        return ""
+    return "**selected**" if sel["qualifying"] else "fallback (none qualifies)"
 
 
 def lpo_default_lines(chosen):
