@@ -19,9 +19,10 @@ TINY_YAML = str(FIXTURES / "tiny.yaml")
 def tensorboard_writers(monkeypatch):
     """Every tensorboard writer a test opens, closed at its end.
 
-    A trainer built directly (not through ``run_recbole_lpo``) never closes
-    its writer; the writer's flush thread would outlive the test and write
-    into a temporary folder that a later test removes.
+    RecBole's trainer never closes its writer (nor does ``run_recbole_lpo``:
+    closing it there would change the shared code's version, so every cached
+    grid run's key); its flush thread would outlive the test and write into a
+    temporary folder that a later test removes.
     """
     from torch.utils.tensorboard import SummaryWriter
 
@@ -33,7 +34,7 @@ def tensorboard_writers(monkeypatch):
         opened.append(self)
 
     monkeypatch.setattr(SummaryWriter, "__init__", init)
-    yield opened
+    yield
     for writer in opened:
         writer.close()
 
