@@ -531,6 +531,29 @@ def test_frontier_points_are_seed_means():
     assert [p[0] for p in pareto_front(points)] == ["R2Rec", "SASRec"]  # MELT is dominated
 
 
+def test_best_tail_baseline_needs_as_many_seeds_as_sasrec():
+    """The headline's tail baseline is chosen on valid tail NDCG@10, but a baseline with fewer seeds
+    than SASRec (one still running) is picked only when no baseline has them all."""
+    from types import SimpleNamespace
+
+    from recbole_lpo.reproduce.report import best_tail_baseline
+
+    def run(tail_ndcg):
+        return {"best_valid_result": {"tailndcg@10": tail_ndcg}}
+    sasrec = [run(0.01)] * 3
+    grid = SimpleNamespace(rows={"SASRec": sasrec, "R2Rec": [run(0.02)] * 3, "CITIES": [run(0.05)]},
+                           has=lambda label: bool(grid.rows.get(label)))
+    assert best_tail_baseline(grid) == "R2Rec"  # CITIES scores higher on one seed only
+    grid.rows["CITIES"] = [run(0.05)] * 3
+    assert best_tail_baseline(grid) == "CITIES"
+    grid.rows["CITIES"] = [run(0.01)] * 3
+    assert best_tail_baseline(grid) == "R2Rec"
+    grid.rows.update({"R2Rec": [run(0.02)], "CITIES": [run(0.03), run(0.05)]})
+    assert best_tail_baseline(grid) == "CITIES"  # none complete: the best of those that ran
+    grid.rows.update({"R2Rec": [], "CITIES": []})
+    assert best_tail_baseline(grid) is None
+
+
 def test_provenance_counts_a_run_shared_by_two_labels_once():
     """--model=LPO4Rec and the screened setting it defaults to resolve to one config, so one key: the
     report's run count, adopted files and cost count that run once."""
