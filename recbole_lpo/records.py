@@ -68,8 +68,26 @@ def _git(*args):
     return out.stdout if out.returncode == 0 else None
 
 
+# a commit message line that declares the commit's changes to the model code result-neutral
+# (a docstring, a comment, a log line): ``Result-neutral: <why>``; code_version skips such commits
+RESULT_NEUTRAL_TRAILER = "Result-neutral:"
+
+
+def _last_commit(paths, *revision):
+    """The last commit at or before ``revision`` (HEAD if none) touching ``paths``, skipping the
+    commits whose message has a ``Result-neutral:`` line; None if unknown."""
+    out = _git("log", "-1", "--format=%H", "--invert-grep", f"--grep=^{RESULT_NEUTRAL_TRAILER}", *revision,
+               "--", *paths)
+    return (out or "").strip() or None
+
+
 def code_version(model, commit=None):
     """The version of the code ``model``'s results depend on: the last commit touching it.
+
+    Commits whose message has a line ``Result-neutral: <why>`` are skipped: their
+    author declares that they change no result (a docstring, a comment), so the
+    grid's cached and exported runs stay valid across them. The declaration is not
+    checked; ``git log --grep='^Result-neutral:'`` lists them for review.
 
     Without ``commit``: as checked out, plus ``+<hash>`` of uncommitted changes
     to that code. With ``commit`` (a run's ``git_commit``): the last such
@@ -80,8 +98,8 @@ def code_version(model, commit=None):
     if commit is not None:
         if commit.endswith("-dirty"):
             return None
-        return (_git("log", "-1", "--format=%H", commit, "--", *paths) or "").strip() or None
-    version = (_git("log", "-1", "--format=%H", "--", *paths) or "").strip() or "no-git"
+        return _last_commit(paths, commit)
+    version = _last_commit(paths) or "no-git"
     diff = _git("diff", "HEAD", "--", *paths)
     if diff:
         version += "+" + hashlib.sha256(diff.encode()).hexdigest()[:12]

@@ -225,6 +225,40 @@ def test_code_version_of_a_past_commit():
     assert code_version("SASRec", "0" * 40) is None
 
 
+def test_code_version_skips_commits_declared_result_neutral(tmp_path, monkeypatch):
+    """A commit whose message has a ``Result-neutral:`` line leaves the code version (the cache key's
+    code part) where it was; any other commit to the model's code moves it, as does an uncommitted change."""
+    import recbole_lpo.records as records
+
+    def git(*args):
+        out = subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                             capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    def commit(path, text, message):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+        git("add", "-A")
+        git("commit", "-q", "-m", message)
+        return git("rev-parse", "HEAD")
+
+    git("init", "-q")
+    monkeypatch.setattr(records, "PROJECT_ROOT", tmp_path)
+    own = "recbole_lpo/model/sequential_recommender/lpo4rec.py"
+    first = commit("recbole_lpo/trainer.py", "x = 1\n", "trainer")
+    neutral = commit("recbole_lpo/trainer.py", "x = 1  # one\n", "trainer: a comment\n\nResult-neutral: a comment")
+    assert records.code_version("SASRec") == first and records.code_version("SASRec", neutral) == first
+    quoted = commit("recbole_lpo/trainer.py", "x = 2\n", "trainer: x = 2 (not Result-neutral: the line must start it)")
+    assert records.code_version("SASRec") == quoted and records.code_version("SASRec", neutral) == first
+    own_commit = commit(own, "y = 1\n", "lpo4rec")
+    assert records.code_version("LPO4Rec") == own_commit and records.code_version("SASRec") == quoted
+    commit(own, "y = 1  # doc\n", "lpo4rec: doc\n\nResult-neutral: a comment")
+    commit("README.md", "text\n", "docs")  # outside the model code
+    assert records.code_version("LPO4Rec") == own_commit
+    (tmp_path / own).write_text("y = 3\n")  # uncommitted: never neutral
+    assert records.code_version("LPO4Rec").startswith(own_commit + "+")
+
+
 def test_paired_ttest_matches_scipy_over_users():
     rng = random.Random(0)
     users = [f"u{i}" for i in range(50)]
