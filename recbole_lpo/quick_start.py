@@ -220,6 +220,8 @@ def run_recbole_lpo(model=None, dataset=None, config_file_list=None, config_dict
         raise
     except KeyboardInterrupt:
         raise Interrupted(_interrupted_message(trainer, config, saved)) from None
+    finally:
+        trainer.tensorboard.close()  # RecBole's trainer never does: its flush thread would outlive the run
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")

@@ -17,12 +17,11 @@ TINY_YAML = str(FIXTURES / "tiny.yaml")
 
 @pytest.fixture(autouse=True)
 def tensorboard_writers(monkeypatch):
-    """Every tensorboard writer a test opens, closed at its end.
+    """Every tensorboard writer a test opens (the list it yields), closed at its end.
 
-    RecBole's trainer never closes its writer (nor does ``run_recbole_lpo``:
-    closing it there would change the shared code's version, so every cached
-    grid run's key); its flush thread would outlive the test and write into a
-    temporary folder that a later test removes.
+    RecBole's trainer never closes its writer (``run_recbole_lpo`` does, but
+    tests also build trainers themselves); its flush thread would outlive the
+    test and write into a temporary folder that a later test removes.
     """
     from torch.utils.tensorboard import SummaryWriter
 
@@ -34,7 +33,7 @@ def tensorboard_writers(monkeypatch):
         opened.append(self)
 
     monkeypatch.setattr(SummaryWriter, "__init__", init)
-    yield
+    yield opened
     for writer in opened:
         writer.close()
 

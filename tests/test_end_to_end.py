@@ -50,9 +50,13 @@ def test_python_api_writes_result_and_reloads_best_checkpoint(model, workdir, ti
     assert checkpoint["epoch"] <= 1 and set(checkpoint["state_dict"])
 
 
-def test_checkpoints_never_overwrite(workdir, tiny_config):
+def test_checkpoints_never_overwrite(workdir, tiny_config, tensorboard_writers):
     first = _run_api("SASRec", tiny_config)
     second = _run_api("SASRec", tiny_config)
+    # each run closed its trainer's tensorboard writer (and RecBole's hparams writer inside its folder);
+    # a closed writer has no file writer
+    runs = {os.path.normpath(w.log_dir).split(os.sep)[1] for w in tensorboard_writers}
+    assert len(runs) == 2 and all(w.file_writer is None for w in tensorboard_writers)
     files = sorted(os.listdir(workdir / "saved"))
     assert len([f for f in files if f.endswith(".pth")]) == 2
     assert first["result_file"] != second["result_file"]
