@@ -523,6 +523,36 @@ def test_export_writes_adoptable_runs_without_machine_paths(finished_grid, tmp_p
         assert record["reproduce"]["train_seconds"] == cached_records(workdir)[key]["reproduce"]["train_seconds"]
 
 
+def test_exported_second_stage_run_is_adopted_by_its_base_runs_key(finished_grid, tmp_path):
+    """CITIES loads its seed's SASRec checkpoint, so its key names that SASRec run, not the path: its
+    exported record is adopted back (the tables rebuild without any checkpoint); a copy trained outside
+    the grid (no grid spec: only the path it loaded) is not."""
+    workdir, _ = finished_grid
+    shutil.copytree(workdir / "cache", tmp_path / "cache")
+    labels = ["SASRec", "CITIES"]
+    trained = run_grid(tmp_path, labels=labels)
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
+    kept = tmp_path / "kept"
+    assert run_grid(tmp_path, "--tables-only", "--export", str(kept), labels=labels).returncode == 0
+    cities = next(kept.glob("tiny/CITIES-seed2020-*.json.gz"))
+    record = json.loads(gzip.decompress(cities.read_bytes()))
+    assert record["config"]["base_model_path"].endswith(".pth")  # the path it loaded
+    assert record["reproduce"]["config_dict"]["base_model_path"].startswith("run:")
+
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps(dict(record, reproduce=None)))
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    adopted = run_grid(fresh, "--tables-only", "--adopt", *map(str, (kept / "tiny").iterdir()), str(outside),
+                       labels=labels)
+    assert adopted.returncode == 0, adopted.stderr[-2000:]
+    assert f"adopted {cities.name} as CITIES / tiny / seed 2020" in adopted.stdout
+    assert "not adopted outside.json: its settings differ from the nearest planned run 'CITIES': " \
+           "base_model_path=" in adopted.stdout
+    report = (fresh / "out" / "tiny-fast.md").read_text()
+    assert "| CITIES | 1 | 1 (0)† |" in report
+
+
 def test_portable_paths():
     from recbole_lpo.reproduce.runner import portable
 

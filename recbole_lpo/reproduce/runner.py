@@ -94,9 +94,10 @@ def adopt(paths, resolved, cache_root, log=print, dry_run=False):
     name). A run is adopted under the key of the planned run with the same
     resolved config and code version, i.e. the run the grid would have
     trained; any other is logged with the reason and left out. A run that
-    loads another run's checkpoint (DPO's reference, CITIES's base) is never
-    adopted: its key names that run, not a path. ``dry_run``: only log what
-    would be adopted.
+    loads another run's checkpoint (DPO's reference, CITIES's base) is keyed
+    by that run's key, not by the path it loaded: a grid run (``--export``)
+    records the key and is adopted; one trained outside the grid is not.
+    ``dry_run``: only log what would be adopted.
     """
     cache = RunCache(cache_root)
     by_key = {item.key: item for item in resolved}
@@ -108,6 +109,9 @@ def adopt(paths, resolved, cache_root, log=print, dry_run=False):
         record = read_result(path)
         code = record.get("code_version") or code_version(record["model"], record.get("git_commit"))
         fingerprint = json.loads(json.dumps(config_fingerprint(record["config"]), default=str))
+        # a grid run that loaded another run's checkpoint: its spec names that run ("run:<key>")
+        spec = (record.get("reproduce") or {}).get("config_dict") or {}
+        fingerprint.update({k: v for k, v in spec.items() if k in fingerprint and str(v).startswith("run:")})
         item = by_key.get(run_key(fingerprint, code))
         name = os.path.basename(path)
         if item is None:
