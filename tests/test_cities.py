@@ -1,6 +1,7 @@
 """CITIES: tail embeddings inferred from contexts on a frozen, trained SASRec."""
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -81,13 +82,22 @@ def test_training_sequences_are_the_training_split(workdir, tiny_config):
     assert np.array_equal(counts, head_tail_split(dataset).item_counts)  # the shared counting
 
 
-def test_tail_embeddings_replaced_head_embeddings_and_backbone_untouched(workdir, tiny_config):
+def test_tail_embeddings_replaced_head_embeddings_and_backbone_untouched(workdir, tiny_config, caplog):
     base_path = _base(tiny_config)
     base = trusted_load(base_path)["state_dict"]
-    config, model, train_data, _ = build_model("CITIES", tiny_config(base_model_path=base_path))
-    counts = head_tail_split(train_data.dataset).item_counts
+    with caplog.at_level(logging.INFO):
+        config, model, train_data, _ = build_model("CITIES", tiny_config(base_model_path=base_path))
+    split = head_tail_split(train_data.dataset)
+    counts = split.item_counts
     assert set(model.infer_items.tolist()) | {0} == set(np.flatnonzero(counts <= 5).tolist())  # every fixture item has contexts
     assert set(model.popular_items.tolist()) == set(np.flatnonzero(counts > 5).tolist())
+    # the log names how many items are re-embedded, by the shared split
+    n_tail = int(split.tail_mask[model.infer_items].sum())
+    n_infer = len(model.infer_items)
+    assert 0 < n_tail < n_infer  # the fixture's threshold reaches past the tail set into the head
+    assert (f"CITIES infers the embeddings of {n_infer} items (cities_threshold=5; {n_tail} tail, "
+            f"{n_infer - n_tail} head in the shared split) and learns from {len(model.popular_items)} "
+            f"popular items") in caplog.text
     inference = {k: v.clone() for k, v in model.inference.state_dict().items()}
 
     losses = train_losses(model, train_data, steps=40)
@@ -128,10 +138,15 @@ def test_tail_embeddings_replaced_head_embeddings_and_backbone_untouched(workdir
     assert torch.equal(model.inferred_item_embedding(), table)
 
     # cities_threshold: ~ infers exactly the shared split's tail items (those with contexts)
-    _, shared, train_data, _ = build_model("CITIES", tiny_config(base_model_path=base_path, cities_threshold=None))
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        _, shared, train_data, _ = build_model("CITIES", tiny_config(base_model_path=base_path, cities_threshold=None))
     split = head_tail_split(train_data.dataset)
     assert set(shared.infer_items.tolist()) == set(torch.nonzero(split.tail_mask).flatten().tolist())
     assert set(shared.popular_items.tolist()) == set(torch.nonzero(split.head_mask).flatten().tolist())
+    n_tail, n_head = len(shared.infer_items), len(shared.popular_items)
+    assert (f"CITIES infers the embeddings of {n_tail} items (the shared tail set; {n_tail} tail, 0 head "
+            f"in the shared split) and learns from {n_head} popular items") in caplog.text
 
 
 def test_missing_or_mismatched_base_checkpoint(workdir, tiny_config):

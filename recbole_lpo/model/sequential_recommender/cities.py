@@ -72,6 +72,8 @@ Deviations from the paper and the authors' code (github swonj90/CITIES):
 """
 
 
+from logging import getLogger
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -253,6 +255,12 @@ class CITIES(SASRec):
                 f"cities_threshold={self.threshold} training interactions")
         ptr = np.concatenate([[0], np.cumsum(n_contexts)])
         infer_items = np.flatnonzero(infer)
+        n_infer_tail = int(split.tail_mask.numpy()[infer_items].sum())
+        rule = "the shared tail set" if self.threshold is None else f"cities_threshold={self.threshold}"
+        getLogger().info(
+            f"CITIES infers the embeddings of {len(infer_items)} items ({rule}; {n_infer_tail} tail, "
+            f"{len(infer_items) - n_infer_tail} head in the shared split) and learns from "
+            f"{int(popular.sum())} popular items")
         shot = np.arange(self.max_shot)[None, :]
         infer_index = np.where(shot < n_contexts[infer_items, None], ptr[infer_items, None] + shot, -1)
         self.register_buffer("contexts", contexts, persistent=False)  # [N 2w+1]
